@@ -1,0 +1,37 @@
+"""Pure loss functions. Reconstruction terms are negative log-likelihoods in nats per image:
+summed over every data dimension, averaged over the batch (the ELBO's scale, comparable with papers)."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def bernoulli_nll(logits: Tensor, x: Tensor) -> Tensor:
+    """-log p(x | logits) for x in [0, 1], from logits (safe under autocast); (B, ...) -> scalar."""
+    nll = F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none")
+    return nll.flatten(1).sum(dim=1).mean()
+
+
+def gaussian_nll(mean: Tensor, x: Tensor, sigma: float) -> Tensor:
+    """-log N(x | mean, sigma^2 I) with a fixed sigma: 0.5 * ||x - mean||^2 / sigma^2 + D/2 * log(2 pi sigma^2)."""
+    squared = (x.float() - mean.float()).pow(2).flatten(1).sum(dim=1)
+    dims = x[0].numel()
+    return (0.5 * squared / sigma**2).mean() + 0.5 * dims * math.log(2 * math.pi * sigma**2)
+
+
+def reconstruction_nll(logits: Tensor, x: Tensor, likelihood: str, sigma: float = 1.0) -> Tensor:
+    """The decoder's -log p(x|z); decoders emit logits and the Gaussian mean is sigmoid(logits), kept in [0, 1]."""
+    if likelihood == "bernoulli":
+        return bernoulli_nll(logits, x)
+    if likelihood == "gaussian":
+        return gaussian_nll(torch.sigmoid(logits.float()), x, sigma)
+    raise ValueError(f"likelihood={likelihood!r} is unknown; choose one of {LIKELIHOODS}")
+
+
+def gaussian_kl(mean: Tensor, std: Tensor) -> Tensor:
+    """Elementwise KL(N(mean, std^2) || N(0, 1)) = 0.5 * (mean^2 + std^2 - 1) - log std (Kingma & Welling, App. B)."""
+    return 0.5 * (mean.pow(2) + std.pow(2) - 1.0) - torch.log(std)
