@@ -36,7 +36,7 @@ def check_class_names(args: list[str]) -> None:
         if flag in choices and not value and i + 1 < len(args):
             value = args[i + 1]
         if flag in choices and value and "." not in value and value not in choices[flag]:
-            sys.exit(f"genlab: error: {flag} {value!r} is not a genlab {flag[2:]}; "
+            sys.exit(f"genlab: error: {flag} {value!r} is not a genlab {'model' if flag == '--model' else 'dataset'}; "
                      f"choose one of: {', '.join(choices[flag])} (or a full import path to your own class)")
 
 
@@ -47,9 +47,19 @@ class GenlabCLI(LightningCLI):
         parser.set_defaults({"model": DEFAULT_MODEL, "data": DEFAULT_DATA})
         # The model is built for the data it is given: (C, H, W) comes from the datamodule, never typed twice.
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
+        # Conditional models take the number of classes too; jsonargparse skips the link for models without it.
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.monitor": "val/loss",
                              "checkpoint.filename": "best-{epoch:03d}", "checkpoint.save_top_k": 1})
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # A link fills num_classes into the recorded hparams even for models without that argument; the
+        # checkpoint must hold only what the model's __init__ takes, or reloading it fails.
+        accepted = inspect.signature(type(self.model)).parameters
+        for key in [k for k in self.model.hparams if k not in accepted and k != "_class_path"]:
+            del self.model.hparams[key]
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         if args is None or isinstance(args, list):
@@ -59,8 +69,17 @@ class GenlabCLI(LightningCLI):
 
 def main(args: ArgsType = None, run: bool = True) -> GenlabCLI:
     """Entry point of the `genlab` console script and of the top-level `cli.py`."""
-    return GenlabCLI(
-        LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        trainer_defaults={"max_epochs": 10, "default_root_dir": "runs"},
-        save_config_kwargs={"overwrite": True}, args=args, run=run,
-    )
+    try:
+        return GenlabCLI(
+            LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+            trainer_defaults={"max_epochs": 10, "default_root_dir": "runs"},
+            save_config_kwargs={"overwrite": True}, args=args, run=run,
+        )
+    except datamodules.DatasetNotFoundError as error:
+        if args is not None:  # called from Python: let the caller handle it
+            raise
+        sys.exit(f"genlab: error: {error}")
+
+
+if __name__ == "__main__":
+    main()

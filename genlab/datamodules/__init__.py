@@ -1,0 +1,13 @@
+"""Datamodules: float images in [0, 1], (C, H, W), batches (x, y); each exposes image_shape and num_classes."""
+
+from .base import DatasetNotFoundError, ImageDataModule, default_root
+from .celeba import CelebA
+from .cifar import CIFAR10
+from .fake import FakeImages
+from .frey import FreyFaces
+from .mnist import MNIST
+from .shapes import Shapes
+from .svhn import SVHN
+
+__all__ = ["ImageDataModule", "DatasetNotFoundError", "MNIST", "CIFAR10", "SVHN", "CelebA", "FreyFaces", "Shapes",
+           "FakeImages", "default_root"]

@@ -1,0 +1,204 @@
+"""ImageDataModule: the one place that knows about roots, splits, loaders and offline errors.
+
+A dataset subclass says how to read one split of its files (`load_split`) and nothing else; this base
+turns that into seeded train/val/test sets served from memory as float images in [0, 1].
+"""
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from lightning import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+# Which splits each Lightning stage needs; None (a direct call) builds everything.
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",),
+                None: ("train", "val", "test")}
+SPLIT_STAGE = {"train": "fit", "val": "validate", "test": "test"}
+
+
+def default_root() -> Path:
+    """Where datasets live unless `root` is given: $GENLAB_DATA, else ./data."""
+    return Path(os.environ.get("GENLAB_DATA") or "data")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are missing (or fail their checks); the message says where we looked and how to fix it."""
+
+    def __init__(self, dataset: str, folder: Path, expected: Sequence[str], detail: str = "") -> None:
+        self.dataset, self.folder, self.expected, self.detail = dataset, Path(folder), list(expected), detail
+        super().__init__(
+            f"{dataset}: dataset not found in {folder}" + (f" ({detail})" if detail else "") + ".\n"
+            f"  Expected there: {', '.join(expected)}.\n"
+            f"  Fix: put those files in that folder, point GENLAB_DATA (or --data.root) at the folder that holds "
+            f"them, or run once with --data.download true on a machine with internet access."
+        )
+
+    def __reduce__(self) -> tuple:  # rebuilt from its own arguments, so it survives pickling (e.g. across processes)
+        return type(self), (self.dataset, self.folder, self.expected, self.detail)
+
+
+class InMemoryImages(Dataset):
+    """uint8 images (N, C, H, W) and int64 labels (N,) in memory, served as (float image in [0, 1], label)."""
+
+    def __init__(self, images: Tensor, labels: Tensor | None = None) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        self.images = images
+        # Unlabelled datasets still yield (x, y) so every model sees the same batch structure.
+        self.labels = torch.zeros(len(images), dtype=torch.long) if labels is None else labels.long()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index].float() / 255, self.labels[index]
+
+
+class ImageDataModule(LightningDataModule):
+    """Float images in [0, 1], shape (C, H, W), served from memory; batches are (x, y) with y int64 labels (zeros
+    when the dataset has none).
+
+    Subclasses set `image_shape` and `num_classes` (as class attributes, or in `__init__` so the CLI can link them to
+    the model before `setup`) and implement `load_split`. Without an official validation split, "val" is a seeded
+    `val_fraction` of "train", the same on every run and every rank.
+
+    Args:
+        root: folder holding the dataset's files; None means `default_root()` ($GENLAB_DATA, else ./data).
+        val_fraction: share of "train" held out for validation (ignored when the dataset has an official val split).
+        seed: fixes the train/val split and any randomness baked into the data (e.g. MNIST's fixed binarisation).
+        verify: check checksums; False accepts re-packed copies whose bytes differ from the official files.
+        download: fetch missing files in `prepare_data` (needs internet); never done implicitly.
+    """
+
+    image_shape: tuple[int, int, int]
+    num_classes: int | None = None
+    official_val: bool = False  # True when the dataset ships its own validation split
+
+    def __init__(self, root: str | None = None, batch_size: int = 128, num_workers: int = 0,
+                 val_fraction: float = 0.1, seed: int = 0, verify: bool = True, download: bool = False) -> None:
+        super().__init__()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        self.save_hyperparameters()  # the record only: under LightningCLI hparams is the leaf's config (never read it)
+        self.root = Path(root).expanduser() if root else default_root()
+        self.batch_size, self.num_workers, self.val_fraction = batch_size, num_workers, val_fraction
+        self.seed, self.verify, self.download = seed, verify, download
+        self.datasets: dict[str, Dataset] = {}
+        self.split_indices: dict[str, Tensor] = {}  # positions in "train" of the random train/val split
+
+    # ---- hooks for subclasses -------------------------------------------------------------------------------------
+
+    def load_split(self, split: str) -> tuple[Tensor, Tensor | None]:
+        """uint8 images (N, C, H, W) and int64 labels (N,) or None for `split` ("train", "test", and "val" when
+        official). Raise DatasetNotFoundError, without reading anything, when files are missing."""
+        raise NotImplementedError(f"{type(self).__name__} must implement load_split(split)")
+
+    def to_dataset(self, images: Tensor, labels: Tensor | None, split: str) -> Dataset:
+        """Wrap one split's tensors; override to change how items are served (e.g. binarised)."""
+        return InMemoryImages(images, labels)
+
+    def make_dataset(self, split: str) -> Dataset:
+        """The Dataset for an official split; override only for data too big for memory (CelebA)."""
+        return self.to_dataset(*self.load_split(split), split)
+
+    def fetch(self) -> None:
+        """Download the files (called by `prepare_data` only when download=True); generated data has none."""
+
+    # ---- helpers for subclasses -----------------------------------------------------------------------------------
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "val", "test") if self.official_val else ("train", "test")
+
+    def check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise ValueError(f"{type(self).__name__} has no split {split!r}; choose one of {', '.join(self.splits)}")
+
+    def not_found(self, folder: Path, expected: Sequence[str], detail: str = "") -> DatasetNotFoundError:
+        return DatasetNotFoundError(type(self).__name__, folder, expected, detail)
+
+    def require(self, folder: Path, expected: Sequence[str], hint: str = "") -> None:
+        """Fail fast, before any reading, when a file (or folder) in `expected` is missing from `folder`."""
+        missing = [name for name in expected if not (folder / name).exists()]
+        if missing:
+            raise self.not_found(folder, expected, f"missing: {', '.join(missing)}" + (f"; {hint}" if hint else ""))
+
+    @contextmanager
+    def torchvision_errors(self, folder: Path, expected: Sequence[str]) -> Iterator[None]:
+        """Turn torchvision's "Dataset not found or corrupted" into a DatasetNotFoundError that says how to fix it."""
+        try:
+            yield
+        except RuntimeError as error:
+            if "not found" not in str(error) and "corrupted" not in str(error):
+                raise
+            hint = "the files are there but fail torchvision's checksum; pass --data.verify false for a re-packed copy"
+            raise self.not_found(folder, expected, hint if self.verify else str(error)) from error
+
+    # ---- LightningDataModule --------------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        # The only place the network may be touched (rank 0 only); offline runs never reach it.
+        if self.download:
+            self.fetch()
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage not in STAGE_SPLITS:
+            raise ValueError(f"unknown stage {stage!r}; expected one of fit, validate, test, predict")
+        todo = [split for split in STAGE_SPLITS[stage] if split not in self.datasets]
+        if not self.official_val and ("train" in todo or "val" in todo):
+            images, labels = self.load_split("train")
+            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
+            n_val = round(len(images) * self.val_fraction)
+            self.split_indices = {"train": order[n_val:], "val": order[:n_val]}
+            for split, index in self.split_indices.items():
+                self.datasets[split] = self.to_dataset(images[index], None if labels is None else labels[index], split)
+        for split in todo:
+            if split not in self.datasets:
+                self.datasets[split] = self.make_dataset(split)
+
+    def dataset(self, split: str) -> Dataset:
+        """The built Dataset for "train", "val" or "test", setting up its stage first if needed."""
+        if split not in SPLIT_STAGE:
+            raise ValueError(f"unknown split {split!r}; expected train, val or test")
+        if split not in self.datasets:
+            self.setup(SPLIT_STAGE[split])
+        return self.datasets[split]
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader | list:
+        dataset = self.dataset(split)
+        if len(dataset) == 0 and split == "val":
+            return []  # val_fraction=0: Lightning skips a stage whose loader list is empty
+        if len(dataset) == 0:
+            raise ValueError(f"the {split} split of {type(self).__name__} is empty")
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def val_batch(self, n: int) -> tuple[Tensor, Tensor]:
+        """The first n validation images (all of them if fewer) and their labels: the same batch on every call."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n!r}")
+        dataset = self.dataset("val")
+        if len(dataset) == 0:
+            raise ValueError(f"{type(self).__name__} has no validation images (val_fraction={self.val_fraction})")
+        items = [dataset[i] for i in range(min(n, len(dataset)))]
+        return torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items], dtype=torch.long)
