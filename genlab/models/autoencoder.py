@@ -22,48 +22,101 @@ class Autoencoder(LightningModule):
         image_shape: (C, H, W) of the data; checked against every batch.
         likelihood: "bernoulli" (binary cross-entropy from logits) or "gaussian" (fixed `sigma`; squared error).
         sigma: standard deviation of the Gaussian likelihood.
+        conditioner: optional `forward(x, y) -> c`; c is passed to encoder and decoder as `net(input, c)` (CVAE).
+        corruption: optional `forward(x, generator) -> x_tilde` applied to the encoder's input in `loss`; the
+            target stays the clean x (denoising autoencoder).
     """
 
     def __init__(self, encoder: nn.Module, bottleneck: nn.Module, decoder: nn.Module,
                  image_shape: Sequence[int], likelihood: str = "bernoulli", sigma: float = 1.0,
-                 lr: float = 1e-3) -> None:
+                 lr: float = 1e-3, conditioner: nn.Module | None = None, corruption: nn.Module | None = None) -> None:
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood={likelihood!r} is unknown; choose one of {LIKELIHOODS}")
         if sigma <= 0 or lr <= 0:
             raise ValueError(f"sigma={sigma} and lr={lr} must both be positive")
         # Modules are not hyperparameters: presets record their primitive arguments instead.
-        self.save_hyperparameters(ignore=["encoder", "bottleneck", "decoder"])
+        self.save_hyperparameters(ignore=["encoder", "bottleneck", "decoder", "conditioner", "corruption"])
         self.encoder, self.bottleneck, self.decoder = encoder, bottleneck, decoder
+        self.conditioner, self.corruption = conditioner, corruption
         # Base classes read attributes, never self.hparams (under LightningCLI hparams is the leaf's config).
         self.image_shape, self.likelihood, self.sigma, self.lr = tuple(image_shape), likelihood, sigma, lr
         self.latent_dim: int = bottleneck.latent_dim
 
+    # --- hooks: condition and corruption ---
+    def condition(self, x: Tensor | None, y: Tensor | None) -> Tensor | None:
+        """The vector c (B, features) both networks see, from images x and/or labels y; None if unconditional."""
+        return None if self.conditioner is None else self.conditioner(x, y)
+
+    def corrupt(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The encoder's training input: x itself, or its corrupted version for a denoising model."""
+        return x if self.corruption is None else self.corruption(x, generator)
+
+    def _encode_features(self, x: Tensor, c: Tensor | None) -> Tensor:
+        # unconditional encoders are called with x alone, so any (x) -> h module can be plugged in
+        return self.encoder(x) if c is None else self.encoder(x, c)
+
+    def _decode_logits(self, z: Tensor, c: Tensor | None) -> Tensor:
+        if c is None:
+            return self.decoder(z)
+        if len(c) != len(z):  # one condition for many draws: different completions of the same condition
+            if len(c) != 1:
+                raise ValueError(f"got {len(c)} conditions for {len(z)} latents; pass 1 or {len(z)}")
+            c = c.expand(len(z), -1)
+        return self.decoder(z, c.to(z.device))
+
     # --- the protocol (genlab.models.protocols) ---
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.bottleneck.encode(self.encoder(x))
+        return self.bottleneck.encode(self._encode_features(x, self.condition(x, y)))
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        return torch.sigmoid(self.decoder(z))  # decoders emit logits; images are always in [0, 1]
+        """Images in [0, 1]; conditional models read the condition from y (labels, or images for "quarter")."""
+        return torch.sigmoid(self._decode_logits(z, self.condition(None, y)))  # decoders emit logits
 
-    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.decode(self.encode(x, y), y)
+    def reconstruct(self, x: Tensor, y: Tensor | None = None, stochastic: bool = False,
+                    generator: torch.Generator | None = None) -> Tensor:
+        """decode(encode(x)); with `stochastic=True`, decodes a fresh draw z ~ q(z|x) instead of its mean, so
+        repeated calls show the posterior's spread (the same image for deterministic bottlenecks: AE, VQ)."""
+        c = self.condition(x, y)
+        h = self._encode_features(x, c)
+        if stochastic and hasattr(self.bottleneck, "sample_posterior"):
+            z = self.bottleneck.sample_posterior(h, generator)
+        else:
+            z = self.bottleneck.encode(h)
+        return torch.sigmoid(self._decode_logits(z, c))
 
     @torch.no_grad()
     def sample(self, num_samples: int, y: Tensor | None = None, generator: torch.Generator | None = None,
                temperature: float = 1.0) -> Tensor:
-        """Decode draws from the prior, its standard deviation scaled by `temperature` (20x variance: sqrt(20))."""
+        """Decode draws from the prior, its standard deviation scaled by `temperature` (20x variance: sqrt(20)).
+
+        Conditional models need y: 1 condition (all samples share it) or `num_samples` of them.
+        """
         z = self.bottleneck.sample_prior(num_samples, generator, temperature)  # CPU noise: same grid on any device
         return self.decode(z.to(self.device), y)
 
+    def kl_per_dim(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Batch-mean KL of each latent dimension, (latent_dim,): e.g. to order traversal rows."""
+        if not hasattr(self.bottleneck, "kl_per_dim"):
+            raise TypeError(f"{type(self).__name__} has a {type(self.bottleneck).__name__}, which has no KL term")
+        return self.bottleneck.kl_per_dim(self._encode_features(x, self.condition(x, y)))
+
     # --- the objective ---
+    def term_weights(self) -> dict[str, float]:
+        """Weight of each objective term now: scheduled by `global_step` while training (so resuming restores the
+        schedule), the final values in evaluation so that val/loss is comparable between epochs."""
+        if not hasattr(self.bottleneck, "weights_at"):
+            return dict(self.bottleneck.weights)
+        return self.bottleneck.weights_at(self.global_step if self.training else None)
+
     def loss(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """Named, unweighted terms (nats per image) plus their weighted sum under "loss"."""
         self.check_shape(x)
-        z, terms = self.bottleneck(self.encoder(x))
-        recon = reconstruction_nll(self.decoder(z), x, self.likelihood, self.sigma)
-        # Terms without a weight (e.g. codebook perplexity) are diagnostics: logged, never optimised.
-        total = recon + sum(weight * terms[name] for name, weight in self.bottleneck.weights.items())
+        c = self.condition(x, y)
+        z, terms = self.bottleneck(self._encode_features(self.corrupt(x), c))
+        recon = reconstruction_nll(self._decode_logits(z, c), x, self.likelihood, self.sigma)
+        # Terms without a weight (e.g. codebook perplexity, log_det) are diagnostics: logged, never optimised.
+        total = recon + sum(weight * terms[name] for name, weight in self.term_weights().items())
         return {"loss": total, "recon": recon, **terms}
 
     def check_shape(self, x: Tensor) -> None:
@@ -92,8 +145,11 @@ class Autoencoder(LightningModule):
         if stage != "train":  # per-pixel MSE of the deterministic reconstruction, the figure courses quote
             with torch.no_grad():
                 logged[f"{stage}/mse"] = (self.reconstruct(x, y) - x).pow(2).mean()
-        self.log(f"{stage}/loss", logged.pop(f"{stage}/loss"), prog_bar=True, batch_size=len(x), sync_dist=stage != "train")
+        self.log(f"{stage}/loss", logged.pop(f"{stage}/loss"), prog_bar=True, batch_size=len(x),
+                 sync_dist=stage != "train")
         self.log_dict(logged, batch_size=len(x), sync_dist=stage != "train")
+        if stage == "train" and hasattr(self.bottleneck, "kl_weight"):
+            self.log("train/kl_weight", self.bottleneck.kl_weight(self.global_step), batch_size=len(x))
         return terms["loss"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

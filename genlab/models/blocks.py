@@ -3,6 +3,8 @@
 from collections.abc import Sequence
 from math import prod
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "silu": nn.SiLU, "tanh": nn.Tanh}
@@ -95,16 +97,123 @@ class ConvDecoder(nn.Module):
 
 
 class MLPEncoder(nn.Sequential):
-    """Images (B, C, H, W) -> features (B, out_features) through a flattening `MLP`."""
+    """Images (B, C, H, W) -> features (B, out_features) through a flattening `MLP`.
+
+    With `cond_features` > 0, `forward(x, c)` concatenates a condition c (B, cond_features) to the flat image
+    (Sohn et al., 2015); with 0 it is exactly the unconditional encoder (same parameters, same outputs).
+    """
 
     def __init__(self, image_shape: Sequence[int], out_features: int, hidden: Sequence[int],
-                 activation: str = "relu") -> None:
-        super().__init__(nn.Flatten(), MLP(prod(image_shape), out_features, hidden, activation))
+                 activation: str = "relu", cond_features: int = 0) -> None:
+        super().__init__(nn.Flatten(), MLP(prod(image_shape) + cond_features, out_features, hidden, activation))
+
+    def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        h = self[0](x)
+        return self[1](h if c is None else torch.cat([h, c.to(h.dtype)], dim=-1))
 
 
 class MLPDecoder(nn.Sequential):
-    """Latents (B, in_features) -> logits (B, C, H, W) through an `MLP`."""
+    """Latents (B, in_features) -> logits (B, C, H, W) through an `MLP`; `forward(z, c)` concatenates c to z."""
 
     def __init__(self, in_features: int, image_shape: Sequence[int], hidden: Sequence[int],
-                 activation: str = "relu") -> None:
-        super().__init__(MLP(in_features, prod(image_shape), hidden, activation), nn.Unflatten(1, tuple(image_shape)))
+                 activation: str = "relu", cond_features: int = 0) -> None:
+        super().__init__(MLP(in_features + cond_features, prod(image_shape), hidden, activation),
+                         nn.Unflatten(1, tuple(image_shape)))
+
+    def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        return self[1](self[0](z if c is None else torch.cat([z, c.to(z.dtype)], dim=-1)))
+
+
+class NullEncoder(nn.Module):
+    """Encodes every image as an empty code (B, 0): for models whose decoder sees only the condition."""
+
+    def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        return x.new_zeros(len(x), 0)
+
+
+# --- conditions: `forward(x, y) -> c` (B, features); x is None when decoding or sampling ---
+class LabelCondition(nn.Module):
+    """c = one-hot(y) for integer class labels y (B,)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.features = self.num_classes = num_classes
+
+    def forward(self, x: Tensor | None, y: Tensor | None) -> Tensor:
+        if y is None:
+            raise ValueError("this model is conditioned on class labels: pass y (integer labels, shape (B,) or (1,))")
+        return F.one_hot(y.long().reshape(-1), self.num_classes).float()
+
+
+class QuarterCondition(nn.Module):
+    """c = the lower-left quarter of the image, flattened (structured output prediction, Sohn et al., 2015).
+
+    Read from x when there is one (training, encoding); otherwise from y, which then holds full-size images
+    (B, C, H, W) of which only that quarter is used.
+    """
+
+    def __init__(self, image_shape: Sequence[int]) -> None:
+        super().__init__()
+        channels, height, width = image_shape
+        self.rows, self.cols = slice(height // 2, height), slice(0, width // 2)
+        self.features = channels * (height - height // 2) * (width // 2)
+
+    def mask(self, image_shape: Sequence[int]) -> Tensor:
+        """1 inside the conditioning region, (C, H, W): for figures and tests."""
+        mask = torch.zeros(tuple(image_shape))
+        mask[:, self.rows, self.cols] = 1.0
+        return mask
+
+    def forward(self, x: Tensor | None, y: Tensor | None) -> Tensor:
+        images = x if x is not None else y
+        if images is None or images.ndim != 4:
+            raise ValueError("this model is conditioned on the lower-left quarter of an image: pass y = images "
+                             "(B, C, H, W) when decoding or sampling")
+        return images[:, :, self.rows, self.cols].flatten(1).float()
+
+
+class GaussianNoise(nn.Module):
+    """Corruption for denoising autoencoders (Vincent et al., 2008): x + std * eps, clipped to [0, 1]."""
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        noise = torch.randn(x.shape, generator=generator).to(x.device)  # CPU noise: same corruption on any device
+        return (x + self.std * noise).clamp(0.0, 1.0)
+
+
+class PoolingConvEncoder(nn.Sequential):
+    """Images (B, C, H, W) -> flat feature maps (B, out_features): conv 3x3, batch norm, LeakyReLU, 2x2 max-pool
+    per entry of `widths`. Pooling rounds up (`ceil_mode`), matching `conv_sizes`, so any image size works."""
+
+    def __init__(self, image_shape: Sequence[int], widths: Sequence[int] = (8, 16, 32)) -> None:
+        channels, height, width = image_shape
+        layers: list[nn.Module] = []
+        for out_channels in widths:
+            layers += [*_conv_block(nn.Conv2d(channels, out_channels, 3, padding=1), out_channels, True, "leaky_relu"),
+                       nn.MaxPool2d(2, ceil_mode=True)]
+            channels = out_channels
+        h, w = conv_sizes(height, width, len(widths))[-1]
+        self.out_features = widths[-1] * h * w
+        super().__init__(*layers, nn.Flatten())
+
+
+class PoolingConvDecoder(nn.Sequential):
+    """Flat feature maps from `PoolingConvEncoder` -> logits (B, C, H, W): one stride-2 transposed conv per width,
+    batch norm and LeakyReLU between them, none after the last (the loop applies the sigmoid)."""
+
+    def __init__(self, image_shape: Sequence[int], widths: Sequence[int] = (8, 16, 32)) -> None:
+        channels, height, width = image_shape
+        sizes = conv_sizes(height, width, len(widths))
+        layers: list[nn.Module] = [nn.Unflatten(1, (widths[-1], *sizes[-1]))]
+        targets = list(widths[::-1][1:]) + [channels]
+        in_channels = widths[-1]
+        for i, out_channels in enumerate(targets):
+            (h_out, w_out), (h_in, w_in) = sizes[-2 - i], sizes[-1 - i]
+            padding = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))  # exact size of the encoder at that depth
+            conv = nn.ConvTranspose2d(in_channels, out_channels, 3, 2, 1, output_padding=padding)
+            layers += [conv] if i == len(targets) - 1 else _conv_block(conv, out_channels, True, "leaky_relu")
+            in_channels = out_channels
+        super().__init__(*layers)

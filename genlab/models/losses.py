@@ -35,3 +35,27 @@ def reconstruction_nll(logits: Tensor, x: Tensor, likelihood: str, sigma: float 
 def gaussian_kl(mean: Tensor, std: Tensor) -> Tensor:
     """Elementwise KL(N(mean, std^2) || N(0, 1)) = 0.5 * (mean^2 + std^2 - 1) - log std (Kingma & Welling, App. B)."""
     return 0.5 * (mean.pow(2) + std.pow(2) - 1.0) - torch.log(std)
+
+
+# --- KL control: pure functions of the step, so a resumed run (same global_step) gets the same weight ---
+def kl_annealing(step: int, total_steps: int, cycles: int = 1, ratio: float = 1.0) -> float:
+    """Factor in [0, 1] on the KL weight: cyclical annealing (Fu et al., 2019, eq. 7) over `total_steps`.
+
+    The horizon is split into `cycles` periods; in each the factor rises linearly from 0 to 1 over the first
+    `ratio` of the period, then stays at 1. `cycles=1, ratio=1` is plain linear warm-up (Bowman et al., 2016);
+    after `total_steps` (or when `total_steps <= 0`) the factor is 1.
+    """
+    if total_steps <= 0 or step >= total_steps:
+        return 1.0
+    period = total_steps / cycles
+    tau = (step % period) / period  # position inside the current cycle, in [0, 1)
+    return min(1.0, tau / ratio)
+
+
+def free_bits_kl(kl: Tensor, floor: float) -> Tensor:
+    """Free-bits objective (Kingma et al., 2016, eq. 15): sum over groups of max(batch-mean KL of the group, floor).
+
+    `kl` is (B, G): each image's KL split into G groups (latent dimensions for a diagonal Gaussian). A group whose
+    KL is under `floor` nats gets no gradient, so the encoder is not pushed to collapse it further.
+    """
+    return kl.mean(dim=0).clamp(min=floor).sum()
