@@ -1,0 +1,243 @@
+"""GANs: `Adversarial`, the one training loop (manual optimisation), and its presets `GAN` (MLP) and `DCGAN`.
+
+Generators emit logits and `decode` applies a sigmoid, so images are in [0, 1] like every datamodule's (the same
+map as the usual tanh output, rescaled). Objectives: "bce" (Goodfellow et al., 2014, non-saturating, one-sided label
+smoothing) or "wgan-gp" (Gulrajani et al., 2017: a critic without sigmoid, gradient penalty, `n_critic` critic steps
+per generator step).
+"""
+
+from collections.abc import Sequence
+from math import prod
+
+import torch
+from lightning import LightningModule
+from torch import Tensor, nn
+
+from .blocks import MLPDecoder, check_positive
+from .gan_losses import (OBJECTIVES, bce_discriminator_loss, bce_generator_loss, gradient_penalty, js_estimate,
+                         wasserstein_critic_loss, wasserstein_generator_loss)
+
+Batch = tuple[Tensor, Tensor]
+
+
+class MLPDiscriminator(nn.Sequential):
+    """Images (B, C, H, W) -> logits (B, 1): Linear + LeakyReLU(0.2) + Dropout per hidden width (the course's D)."""
+
+    def __init__(self, image_shape: Sequence[int], hidden: Sequence[int] = (1024, 512, 256),
+                 dropout: float = 0.3) -> None:
+        layers: list[nn.Module] = [nn.Flatten()]
+        features = prod(image_shape)
+        for width in hidden:
+            layers += [nn.Linear(features, width), nn.LeakyReLU(0.2), nn.Dropout(dropout)]
+            features = width
+        super().__init__(*layers, nn.Linear(features, 1))
+
+
+def dcgan_depth(image_shape: Sequence[int]) -> tuple[int, int]:
+    """(base, n): a square image of side `base * 2**n`, halved while even and above 7 (64, 32 -> 4; 28 -> 7)."""
+    _, height, width = image_shape
+    if height != width:
+        raise ValueError(f"image_shape={tuple(image_shape)} is invalid: DCGAN needs square images")
+    base, depth = height, 0
+    while base % 2 == 0 and base > 7:
+        base, depth = base // 2, depth + 1
+    if depth == 0:
+        raise ValueError(f"image_shape={tuple(image_shape)} is invalid: DCGAN needs an even side of at least 8")
+    return base, depth
+
+
+class DCGenerator(nn.Module):
+    """z (B, latent_dim) -> logits (B, C, H, W): a transposed conv to base x base, then doubling transposed convs
+    with batch norm and ReLU, halving the channels from `width * 2**(n-1)` (Radford et al., 2015)."""
+
+    def __init__(self, latent_dim: int, image_shape: Sequence[int], width: int = 64) -> None:
+        super().__init__()
+        base, depth = dcgan_depth(image_shape)
+        channels = width * 2 ** (depth - 1)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, channels, base, bias=False),
+                                   nn.BatchNorm2d(channels), nn.ReLU()]
+        for _ in range(depth - 1):
+            layers += [nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(channels // 2), nn.ReLU()]
+            channels //= 2
+        self.net = nn.Sequential(*layers, nn.ConvTranspose2d(channels, image_shape[0], 4, 2, 1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z[:, :, None, None])  # (B, latent_dim) -> (B, latent_dim, 1, 1)
+
+
+class DCDiscriminator(nn.Sequential):
+    """Images (B, C, H, W) -> logits (B, 1): strided convs with LeakyReLU(0.2), mirroring `DCGenerator`.
+
+    `norm`: "batch" as in the paper (none on the first layer), or "layer" for WGAN-GP, whose per-sample gradient
+    penalty is invalid with batch norm (Gulrajani et al., 2017, section 4).
+    """
+
+    def __init__(self, image_shape: Sequence[int], width: int = 64, norm: str = "batch") -> None:
+        if norm not in ("batch", "layer"):
+            raise ValueError(f"norm={norm!r} is unknown; choose 'batch' or 'layer'")
+        base, depth = dcgan_depth(image_shape)
+        layers: list[nn.Module] = [nn.Conv2d(image_shape[0], width, 4, 2, 1), nn.LeakyReLU(0.2)]
+        channels = width
+        for _ in range(depth - 1):
+            norm_layer = nn.BatchNorm2d(2 * channels) if norm == "batch" else nn.GroupNorm(1, 2 * channels)
+            layers += [nn.Conv2d(channels, 2 * channels, 4, 2, 1, bias=False), norm_layer, nn.LeakyReLU(0.2)]
+            channels *= 2
+        super().__init__(*layers, nn.Conv2d(channels, 1, base), nn.Flatten())
+
+
+class Adversarial(LightningModule):
+    """Generator vs discriminator, trained by manual optimisation: D (or the critic) steps on every batch, G on
+    every `n_critic`-th.
+
+    Logs `train/d_loss`, `train/g_loss`, `train/d_real`, `train/d_fake` (mean D probability for "bce", mean critic
+    value for "wgan-gp") and `train/gp`. `val/loss`, for checkpointing, is the current D's estimate of the divergence
+    between held-out real images and fresh fakes from fixed noise: log 4 - BCE (= 2 JSD at the optimal D) for
+    "bce", the critic's Wasserstein estimate for "wgan-gp". Lower means fakes that D separates less well from data;
+    it is only as good as D, so treat it as a trend and check samples.
+
+    Args:
+        lr_g, lr_d: two time-scale update rule (Heusel et al., 2017): D learns faster.
+        real_label: target for real images with "bce" (0.9: one-sided label smoothing).
+        n_critic: discriminator steps per generator step; None means 5 for "wgan-gp" and 1 for "bce".
+        beta1, beta2: Adam's betas for both networks; Gulrajani et al. use lr 1e-4 and betas (0, 0.9) for WGAN-GP.
+
+    DDP: each backward uses only one network's parameters, so run with `strategy="ddp_find_unused_parameters_true"`
+    (plain "ddp" stops with Lightning's unused-parameters error; Lightning issue #20328).
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, image_shape: Sequence[int], latent_dim: int,
+                 objective: str = "bce", lr_g: float = 1e-4, lr_d: float = 4e-4, beta1: float = 0.5,
+                 beta2: float = 0.999, real_label: float = 0.9, gp_weight: float = 10.0,
+                 n_critic: int | None = None) -> None:
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective={objective!r} is unknown; choose one of {OBJECTIVES}")
+        if n_critic is not None and n_critic < 1:
+            raise ValueError(f"n_critic={n_critic} must be a positive integer (or None for the default)")
+        self.save_hyperparameters(ignore=["generator", "discriminator"])
+        self.automatic_optimization = False  # two optimisers, stepped by hand (Lightning 2 has no optimizer_idx)
+        self.generator, self.discriminator = generator, discriminator
+        self.image_shape, self.latent_dim, self.objective = tuple(image_shape), latent_dim, objective
+        self.lr_g, self.lr_d, self.betas = lr_g, lr_d, (beta1, beta2)
+        self.real_label, self.gp_weight = real_label, gp_weight
+        self.n_critic = n_critic if n_critic is not None else (5 if objective == "wgan-gp" else 1)
+
+    # --- the protocol ---
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return torch.sigmoid(self.generator(z))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, y: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        z = torch.randn(num_samples, self.latent_dim, generator=generator)  # CPU noise: same images on any device
+        return self.decode(z.to(self.device), y)
+
+    # --- the objective ---
+    def discriminator_terms(self, real: Tensor, fake: Tensor, penalty: bool = True) -> dict[str, Tensor]:
+        """d_loss (with the gradient penalty for "wgan-gp" when `penalty`), d_real, d_fake and, for WGAN, gp."""
+        real_out, fake_out = self.discriminator(real).float(), self.discriminator(fake).float()
+        if self.objective == "bce":
+            return {"d_loss": bce_discriminator_loss(real_out, fake_out, self.real_label),
+                    **self.readout(real_out, fake_out)}
+        terms = {"d_loss": wasserstein_critic_loss(real_out, fake_out), **self.readout(real_out, fake_out)}
+        if penalty:
+            terms["gp"] = gradient_penalty(self.discriminator, real, fake)
+            terms["d_loss"] = terms["d_loss"] + self.gp_weight * terms["gp"]
+        return terms
+
+    def readout(self, real_out: Tensor, fake_out: Tensor) -> dict[str, Tensor]:
+        """Mean D(real) and D(fake): probabilities for "bce", critic values for "wgan-gp"."""
+        if self.objective == "bce":
+            real_out, fake_out = torch.sigmoid(real_out), torch.sigmoid(fake_out)
+        return {"d_real": real_out.mean(), "d_fake": fake_out.mean()}
+
+    def generator_loss(self, fake: Tensor) -> Tensor:
+        fake_out = self.discriminator(fake)
+        return bce_generator_loss(fake_out) if self.objective == "bce" else wasserstein_generator_loss(fake_out)
+
+    def check_shape(self, x: Tensor) -> None:
+        if tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"{type(self).__name__} was built for images of shape {self.image_shape} "
+                             f"but got a batch of shape {tuple(x.shape)}; set image_shape to match the data")
+
+    # --- Lightning ---
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        real, _ = batch
+        self.check_shape(real)
+        opt_g, opt_d = self.optimizers()
+        generator_turn = batch_idx % self.n_critic == 0
+        z = torch.randn(len(real), self.latent_dim, device=self.device)
+        with torch.set_grad_enabled(generator_turn):  # no generator graph on critic-only steps
+            fake = self.decode(z)
+
+        with self.toggled_optimizer(opt_d):  # only D's parameters require grad in here
+            terms = self.discriminator_terms(real, fake.detach())
+            opt_d.zero_grad()
+            self.manual_backward(terms["d_loss"])
+            opt_d.step()
+
+        if generator_turn:
+            with self.toggled_optimizer(opt_g):  # D is frozen: g_loss's gradient reaches G only
+                terms["g_loss"] = self.generator_loss(fake)
+                opt_g.zero_grad()
+                self.manual_backward(terms["g_loss"])
+                opt_g.step()
+
+        logged = {f"train/{name}": value.detach() for name, value in terms.items()}
+        self.log_dict(logged, prog_bar=True, batch_size=len(real))
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._held_out_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._held_out_step(batch, batch_idx, "test")
+
+    def _held_out_step(self, batch: Batch, batch_idx: int, stage: str) -> None:
+        real, _ = batch
+        self.check_shape(real)
+        # Fixed noise per batch (and rank): the loss changes only because the networks do.
+        noise = torch.Generator().manual_seed(batch_idx + 100_003 * self.global_rank)
+        real_out = self.discriminator(real).float()
+        fake_out = self.discriminator(self.sample(len(real), generator=noise)).float()
+        # Unsmoothed, no penalty: a divergence estimate (lower: fakes closer to data), not D's training loss.
+        loss = js_estimate(real_out, fake_out) if self.objective == "bce" else \
+            -wasserstein_critic_loss(real_out, fake_out)
+        terms = {"loss": loss, **self.readout(real_out, fake_out)}
+        self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, batch_size=len(real),
+                      sync_dist=True)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam(self.generator.parameters(), lr=self.lr_g, betas=self.betas),
+                torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas)]
+
+
+class GAN(Adversarial):
+    """The course MLP GAN: G z -> 256 -> 512 -> 1024 -> image, D image -> 1024 -> 512 -> 256 -> 1, LeakyReLU(0.2),
+    dropout in D. Objectives, learning rates and logging are those of `Adversarial`."""
+
+    def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 100,
+                 hidden: Sequence[int] = (256, 512, 1024), dropout: float = 0.3, objective: str = "bce",
+                 lr_g: float = 1e-4, lr_d: float = 4e-4, beta1: float = 0.5, beta2: float = 0.999,
+                 real_label: float = 0.9, gp_weight: float = 10.0, n_critic: int | None = None) -> None:
+        check_positive(image_shape=image_shape, latent_dim=latent_dim, hidden=hidden)
+        super().__init__(MLPDecoder(latent_dim, image_shape, hidden, "leaky_relu"),
+                         MLPDiscriminator(image_shape, hidden[::-1], dropout), image_shape, latent_dim, objective,
+                         lr_g, lr_d, beta1, beta2, real_label, gp_weight, n_critic)
+
+
+class DCGAN(Adversarial):
+    """DCGAN (Radford et al., 2015) for square images: 64x64 and 32x32 (4x4 base), 28x28 (7x7 base), any even side.
+
+    `width` is the channel count next to the image (ngf/ndf); it doubles at each halving. With "wgan-gp" the critic
+    uses layer norm instead of batch norm.
+    """
+
+    def __init__(self, image_shape: Sequence[int] = (3, 32, 32), latent_dim: int = 100, width: int = 64,
+                 objective: str = "bce", lr_g: float = 1e-4, lr_d: float = 4e-4, beta1: float = 0.5,
+                 beta2: float = 0.999, real_label: float = 0.9, gp_weight: float = 10.0,
+                 n_critic: int | None = None) -> None:
+        check_positive(image_shape=image_shape, latent_dim=latent_dim, width=width)
+        norm = "layer" if objective == "wgan-gp" else "batch"
+        super().__init__(DCGenerator(latent_dim, image_shape, width), DCDiscriminator(image_shape, width, norm),
+                         image_shape, latent_dim, objective, lr_g, lr_d, beta1, beta2, real_label, gp_weight,
+                         n_critic)

@@ -1,0 +1,328 @@
+"""VectorQuantizer, VQVAE and CodePrior: the quantizer's formulas by hand, then tiny fits (real MNIST when slow)."""
+
+import math
+import time
+
+import pytest
+import torch
+from lightning import Callback, Trainer
+from torch.distributions import Categorical
+from torch.utils.data import DataLoader, TensorDataset
+
+from genlab.models.quantizer import VectorQuantizer
+from genlab.models.vqvae import CodePrior, VQVAE
+
+SHAPE = (1, 16, 12)  # non-square on purpose; the code grid is 4x3
+TINY = dict(image_shape=SHAPE, num_hiddens=16, num_residual_hiddens=8, num_residual_layers=1, num_embeddings=16,
+            embedding_dim=4)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny convs on a shared 2-core machine: two OpenMP threads per process spin against each other (20 steps
+    measured at 0.3 s with one thread, 3-50 s with two under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def quiet_trainer(**kwargs) -> Trainer:
+    return Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                   enable_checkpointing=False, **kwargs)
+
+
+def patterns(n: int = 64) -> torch.Tensor:
+    """n images, each one lit quadrant of four on a dark background: learnable in a few steps, needs several codes."""
+    base = torch.zeros(4, *SHAPE)
+    h, w = SHAPE[1] // 2, SHAPE[2] // 2
+    for k, (i, j) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        base[k, :, i * h:(i + 1) * h, j * w:(j + 1) * w] = 1.0
+    return base[torch.arange(n) % 4]
+
+
+def loader(x: torch.Tensor, batch_size: int = 16) -> DataLoader:
+    return DataLoader(TensorDataset(x, torch.zeros(len(x))), batch_size=batch_size)
+
+
+# --- the quantizer ---
+def test_codes_are_the_nearest_codebook_entries():
+    vq = VectorQuantizer(num_embeddings=10, embedding_dim=3).eval()
+    vq.codebook.data = torch.randn(10, 3)
+    h = torch.randn(2, 3, 4, 5)
+    z_q, _ = vq(h)
+    flat = h.movedim(1, -1).reshape(-1, 3)
+    expected = torch.cdist(flat, vq.codebook.detach()).argmin(1).view(2, 4, 5)
+    assert torch.equal(vq.indices(h), expected)
+    assert torch.allclose(z_q, vq.codebook.detach()[expected].movedim(-1, 1))
+    assert torch.allclose(vq.encode(h), z_q)
+
+
+def test_straight_through_gradient_reaches_the_encoder():
+    vq = VectorQuantizer(num_embeddings=8, embedding_dim=3)
+    h = torch.randn(2, 3, 2, 2, requires_grad=True)
+    z_q, _ = vq(h)
+    (z_q * torch.arange(24.0).view(2, 3, 2, 2)).sum().backward()
+    assert torch.equal(h.grad, torch.arange(24.0).view(2, 3, 2, 2))  # identity: d z_q / d z_e = 1
+    # in a VQVAE with no commitment term, the encoder learns from the reconstruction alone
+    model = VQVAE(**TINY, commitment_cost=0.0)
+    model.loss(torch.rand(4, *SHAPE))["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+
+
+def test_terms_and_weights():
+    h = torch.randn(4, 3, 2, 2)
+    vq = VectorQuantizer(num_embeddings=8, embedding_dim=3, commitment_cost=0.25)
+    z_q, terms = vq(h)
+    by_hand = (h - z_q.detach()).pow(2).sum((1, 2, 3)).mean()  # per-image sum over grid and code dims, batch mean
+    assert torch.allclose(terms["codebook"], by_hand) and torch.allclose(terms["commitment"], by_hand)
+    assert vq.weights == {"commitment": 0.25, "codebook": 1.0}
+    assert set(terms) == {"codebook", "commitment", "perplexity", "usage", "z_min", "z_max", "z_std"}
+    assert terms["z_min"] == h.min() and terms["z_max"] == h.max() and torch.allclose(terms["z_std"], h.std())
+    ema = VectorQuantizer(num_embeddings=8, embedding_dim=3, ema=True)
+    assert "codebook" not in ema(h)[1] and ema.weights == {"commitment": 0.25}
+    assert not ema.codebook.requires_grad
+
+
+def test_perplexity_is_exp_entropy_and_usage_is_the_used_fraction():
+    vq = VectorQuantizer(num_embeddings=16, embedding_dim=2).eval()
+    vq.codebook.data = torch.randn(16, 2)
+    h = torch.randn(8, 2, 3, 3)
+    _, terms = vq(h)
+    counts = torch.bincount(vq.indices(h).flatten(), minlength=16).float()
+    assert torch.allclose(terms["perplexity"], Categorical(probs=counts / counts.sum()).entropy().exp())
+    assert terms["usage"] == (counts > 0).float().mean()
+
+
+def test_ema_update_equals_the_formula():
+    decay, eps = 0.9, 1e-5
+    vq = VectorQuantizer(num_embeddings=3, embedding_dim=2, ema=True, decay=decay, epsilon=eps)
+    vq.codebook.data = torch.tensor([[0.0, 0.0], [10.0, 10.0], [-10.0, 5.0]])
+    vq.embed_sum.copy_(vq.codebook.data), vq.cluster_size.fill_(1.0)
+    vectors = torch.tensor([[1.0, 0.0], [0.0, 1.0], [9.0, 9.0], [-1.0, -1.0]])  # codes 0, 0, 1, 0; code 2 unused
+    vq(vectors.T.reshape(1, 2, 2, 2))  # (1, D, 2, 2): the four vectors in raster order
+    n = torch.tensor([3.0, 1.0, 0.0])
+    sums = torch.stack([vectors[[0, 1, 3]].sum(0), vectors[2], torch.zeros(2)])
+    cluster = decay * 1.0 + (1 - decay) * n
+    embed = decay * torch.tensor([[0.0, 0.0], [10.0, 10.0], [-10.0, 5.0]]) + (1 - decay) * sums
+    smoothed = (cluster + eps) / (cluster.sum() + 3 * eps) * cluster.sum()
+    assert torch.allclose(vq.cluster_size, cluster) and torch.allclose(vq.embed_sum, embed)
+    assert torch.allclose(vq.codebook.detach(), embed / smoothed[:, None])
+
+
+def test_eval_mode_updates_nothing():
+    vq = VectorQuantizer(num_embeddings=4, embedding_dim=2, ema=True, dead_code_steps=1).eval()
+    before = {k: v.clone() for k, v in vq.state_dict().items()}
+    vq(torch.randn(2, 2, 3, 3))
+    assert all(torch.equal(before[k], v) for k, v in vq.state_dict().items())
+
+
+def test_a_dead_code_is_restarted_from_encoder_outputs():
+    vq = VectorQuantizer(num_embeddings=4, embedding_dim=2, dead_code_steps=2)
+    vq.codebook.data = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [100.0, 100.0]])  # code 3: never nearest
+    h = torch.rand(2, 2, 3, 3)
+    vq(h)
+    assert torch.equal(vq.codebook.data[3], torch.tensor([100.0, 100.0]))  # unused once: not dead yet
+    vq(h)
+    outputs = h.movedim(1, -1).reshape(-1, 2)
+    assert (outputs == vq.codebook.data[3]).all(1).any()  # now a copy of one of this batch's encoder outputs
+    assert vq.unused_steps[3] == 0
+
+
+def test_kmeans_init_finds_the_clusters():
+    centres = torch.tensor([[5.0, 0.0], [0.0, 5.0], [-5.0, 0.0], [0.0, -5.0]])
+    flat = centres.repeat(16, 1) + 0.01 * torch.randn(64, 2)
+    h = flat.view(4, 4, 4, 2).movedim(-1, 1)
+    vq = VectorQuantizer(num_embeddings=4, embedding_dim=2, kmeans_init=True)
+    assert not vq.initialized
+    _, terms = vq(h)
+    assert vq.initialized and terms["usage"] == 1.0
+    assert torch.cdist(centres, vq.codebook.detach()).min(1).values.max() < 0.1
+
+
+def test_same_codes_under_bf16_autocast():
+    vq = VectorQuantizer(num_embeddings=64, embedding_dim=8)
+    vq.codebook.data = torch.randn(64, 8)
+    h = torch.randn(4, 8, 5, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        codes_bf16 = vq.indices(h)
+        z_q, terms = vq(torch.nn.Identity()(h))
+    assert torch.equal(codes_bf16, vq.indices(h)) and z_q.dtype == torch.float32
+    assert all(torch.isfinite(t) for t in terms.values())
+
+
+# --- the VQVAE preset ---
+@pytest.mark.parametrize("shape, grid", [((1, 28, 28), (7, 7)), ((3, 32, 32), (8, 8))])
+def test_vqvae_shapes(shape, grid):
+    model = VQVAE(image_shape=shape, num_hiddens=16, num_residual_hiddens=8, embedding_dim=4).eval()
+    x = torch.rand(2, *shape)
+    assert model.encode(x).shape == (2, 4, *grid) and model.encode_indices(x).shape == (2, *grid)
+    out = model.reconstruct(x)
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+    assert model.latent_dim == 4 and model.grid_shape == grid
+
+
+def test_vqvae_refuses_to_sample_and_says_how():
+    with pytest.raises(NotImplementedError, match="CodePrior"):
+        VQVAE(**TINY).sample(2)
+
+
+def test_checkpoint_keeps_the_codebook_state(tmp_path):
+    model = VQVAE(**TINY, ema=True, kmeans_init=True)
+    trainer = quiet_trainer(max_steps=3)
+    trainer.fit(model, loader(patterns(16), 8))
+    trainer.save_checkpoint(tmp_path / "vq.ckpt")
+    restored = VQVAE.load_from_checkpoint(tmp_path / "vq.ckpt")
+    assert restored.bottleneck.initialized  # no second k-means when training resumes
+    for name, value in model.bottleneck.state_dict().items():
+        assert torch.equal(value, restored.bottleneck.state_dict()[name]), name
+    x = patterns(4)
+    assert torch.equal(model.eval().encode_indices(x), restored.eval().encode_indices(x))
+
+
+def test_vqvae_rejects_sizes_not_divisible_by_4():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        VQVAE(image_shape=(1, 30, 28))
+
+
+def test_vqvae_records_exactly_its_arguments():
+    assert set(VQVAE(**TINY).hparams) == {
+        "image_shape", "num_hiddens", "num_residual_hiddens", "num_residual_layers", "num_embeddings",
+        "embedding_dim", "commitment_cost", "ema", "decay", "dead_code_steps", "kmeans_init", "likelihood", "sigma",
+        "lr"}
+
+
+@pytest.mark.parametrize("options", [{}, {"ema": True, "dead_code_steps": 5, "kmeans_init": True}])
+def test_a_tiny_fit_lowers_the_reconstruction_loss(options):
+    data = patterns()
+    model = VQVAE(**TINY, lr=1e-2, **options)
+    before = model.loss(data)["recon"].item()
+    quiet_trainer(max_steps=40).fit(model, loader(data))
+    model.eval()
+    assert model.loss(data)["recon"].item() < 0.5 * before
+
+
+class FiniteLosses(Callback):
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.values += [v.item() for k, v in trainer.callback_metrics.items() if k.startswith("train/")]
+
+
+def test_bf16_mixed_fit_gives_finite_losses():
+    check = FiniteLosses()
+    trainer = quiet_trainer(max_steps=3, precision="bf16-mixed", callbacks=[check])
+    trainer.fit(VQVAE(**TINY, ema=True, kmeans_init=True), loader(patterns(16), 8))
+    assert check.values and all(math.isfinite(v) for v in check.values)
+
+
+# --- CodePrior ---
+@pytest.fixture
+def vqvae_checkpoint(tmp_path) -> str:
+    trainer = quiet_trainer(max_steps=20)
+    trainer.fit(VQVAE(**TINY, kmeans_init=True), loader(patterns()))
+    path = str(tmp_path / "vqvae.ckpt")
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_code_prior_learns_and_samples(vqvae_checkpoint):
+    prior = CodePrior(vqvae_checkpoint, hidden=16, num_layers=2, lr=3e-3)
+    held_out = patterns(16)
+    before = prior.nll(held_out).item()
+    quiet_trainer(max_steps=30).fit(prior, loader(patterns()))
+    after = prior.nll(held_out).item()
+    assert after < 0.5 * before, (before, after)
+    assert not any(p.requires_grad for p in prior.vqvae.parameters()) and not prior.vqvae.training
+    images = prior.sample(3, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (3, *SHAPE) and 0 <= images.min() and images.max() <= 1
+    again = prior.sample(3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(images, again)
+
+
+def test_masked_convs_are_causal():
+    from genlab.models.vqvae import PixelCNN
+
+    net = PixelCNN(num_embeddings=5, hidden=8, num_layers=2)
+    indices = torch.randint(5, (1, 4, 4))
+    changed = indices.clone()
+    changed[0, 2, 1] = (changed[0, 2, 1] + 1) % 5  # change one code; only later positions may notice
+    diff = (net(indices) - net(changed)).abs().sum(1)[0]  # (4, 4)
+    raster = torch.arange(16).view(4, 4)
+    assert (diff[raster <= 2 * 4 + 1] == 0).all()
+
+
+# --- real MNIST ---
+@pytest.fixture(scope="module")
+def mnist():
+    from pathlib import Path
+
+    from genlab.datamodules import MNIST
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (root / "MNIST" / "raw").is_dir():
+        pytest.skip("no offline MNIST copy")
+    data = MNIST(root=str(root), batch_size=128)
+    data.setup("fit")
+    return data
+
+
+@pytest.fixture(scope="module")
+def mnist_vqvae(mnist) -> tuple[VQVAE, torch.Tensor, float, float]:
+    """A VQVAE after 150 steps on MNIST (EMA, restarts, k-means init), 512 val images, recon before, seconds."""
+    model = VQVAE(num_hiddens=64, num_residual_hiddens=32, num_embeddings=512, embedding_dim=32, ema=True,
+                  dead_code_steps=20, kmeans_init=True)
+    val_x = torch.stack([mnist.dataset("val")[i][0] for i in range(512)])
+    with torch.no_grad():
+        before = model.eval().loss(val_x)["recon"].item()
+    model.train()  # Lightning keeps the mode it finds; in eval the quantizer would never update its codes
+    start = time.perf_counter()
+    quiet_trainer(max_steps=150).fit(model, mnist.train_dataloader())
+    return model.eval(), val_x, before, time.perf_counter() - start
+
+
+@pytest.mark.slow
+def test_vqvae_on_mnist_reconstructs_and_uses_most_codes(mnist_vqvae):
+    model, val_x, before, seconds = mnist_vqvae
+    with torch.no_grad():
+        after = model.loss(val_x)["recon"].item()
+        usage = model.encode_indices(val_x).unique().numel() / model.bottleneck.num_embeddings
+    print(f"\nVQVAE MNIST 150 steps: recon {before:.1f} -> {after:.1f} nats, codes used on 512 val images "
+          f"{usage:.2f}, {seconds:.1f} s")
+    assert after < 0.6 * before and usage > 0.5
+
+
+@pytest.mark.slow
+def test_code_prior_on_mnist_codes_lowers_held_out_nll(mnist_vqvae, mnist, tmp_path):
+    model, val_x, _, _ = mnist_vqvae
+    trainer = quiet_trainer(max_steps=1)
+    trainer.strategy.connect(model)  # save_checkpoint needs a trainer attached to the model
+    path = tmp_path / "vqvae.ckpt"
+    trainer.save_checkpoint(path)
+    prior = CodePrior(str(path))
+    with torch.no_grad():
+        before = prior.nll(val_x).item()
+    start = time.perf_counter()
+    quiet_trainer(max_steps=100).fit(prior, mnist.train_dataloader())
+    with torch.no_grad():
+        after = prior.nll(val_x).item()
+    print(f"\nCodePrior MNIST 100 steps: held-out nll {before:.1f} -> {after:.1f} nats/image "
+          f"(uniform: {49 * math.log(512):.1f}), {time.perf_counter() - start:.1f} s")
+    assert after < 0.8 * before
+    assert prior.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 28, 28)
+
+def test_cli_fits_a_vqvae_then_its_code_prior(tmp_path):
+    from genlab.cli import main
+
+    common = ["--data=FakeImages", "--data.image_shape=[1, 16, 12]", "--data.size=16", "--data.batch_size=8",
+              "--trainer.max_epochs=1", "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path}",
+              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    main(["fit", "--model=genlab.models.vqvae.VQVAE", "--model.num_hiddens=8", "--model.num_residual_hiddens=4",
+          "--model.num_embeddings=8", "--model.embedding_dim=4", *common])
+    (vqvae_ckpt,) = tmp_path.glob("**/version_0/checkpoints/last.ckpt")
+    main(["fit", "--model=genlab.models.vqvae.CodePrior", f"--model.vqvae_checkpoint={vqvae_ckpt}",
+          "--model.hidden=8", "--model.num_layers=1", *common])
+    (best,) = tmp_path.glob("**/version_1/checkpoints/best-*.ckpt")  # monitored val/loss = held-out nll
+    prior = CodePrior.load_from_checkpoint(best)
+    assert prior.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, *SHAPE)
