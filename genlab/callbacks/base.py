@@ -1,0 +1,152 @@
+"""What every figure callback shares: schedule, rank-zero gating, the protocol check and a fixed data batch.
+
+A subclass says which protocol it needs (`requires`) and how to draw (`make_figure(model, data)`); `data` is
+anything with `val_batch(n) -> (x, y)`, so the same drawing code serves a training run and
+`render_from_checkpoint`.
+"""
+
+import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from ..models.protocols import LatentModel, Sampler
+from .figures import log_figure
+
+PROTOCOL_MEMBERS = {LatentModel: ("encode", "decode", "reconstruct", "latent_dim"), Sampler: ("sample",)}
+
+
+def check_protocol(model: object, protocol: type, user: str) -> None:
+    """Raise a TypeError naming the model and what it lacks when `model` does not implement `protocol`."""
+    if not isinstance(model, protocol):
+        missing = [name for name in PROTOCOL_MEMBERS[protocol] if not hasattr(model, name)]
+        raise TypeError(f"{user} needs a {protocol.__name__} model; {type(model).__name__} lacks "
+                        f"{', '.join(missing) or 'the required members'}")
+
+
+def accepts(method: object, name: str) -> bool:
+    """Whether `method` takes an argument called `name`: how optional capabilities are discovered."""
+    try:
+        return name in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@contextmanager
+def evaluating(model: object) -> Iterator[None]:
+    """eval() and no_grad() for drawing, then every submodule's own train/eval mode back (a frozen part stays
+    in eval); plain objects get no_grad only."""
+    modes = [(m, m.training) for m in model.modules()] if isinstance(model, torch.nn.Module) else []
+    if modes:
+        model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Fixed global RNG state for code that draws its own noise (corrupt, posterior samples), without
+    disturbing the training run's random stream."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class LoaderBatches:
+    """`val_batch(n)` over a DataLoader: the first batches, cached so every epoch's figure sees the same images."""
+
+    def __init__(self, loader: object) -> None:
+        self.loader, self.cache = loader, None
+
+    def val_batch(self, n: int) -> tuple[Tensor, Tensor]:
+        if self.cache is None or len(self.cache[0]) < n:
+            xs, ys = [], []
+            for batch in self.loader:
+                x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) and len(batch) > 1 else (batch, None)
+                x = x[0] if isinstance(x, (tuple, list)) else x
+                xs.append(x)
+                ys.append(torch.zeros(len(x), dtype=torch.long) if y is None else y)
+                if sum(map(len, xs)) >= n:
+                    break
+            self.cache = torch.cat(xs), torch.cat(ys)
+        return self.cache[0][:n], self.cache[1][:n]
+
+
+def data_source(trainer: Trainer) -> object:
+    """Where figures get real images: the datamodule's `val_batch`, else the first validation (or training) batch."""
+    if hasattr(trainer.datamodule, "val_batch"):
+        return trainer.datamodule
+    loaders = trainer.val_dataloaders or trainer.train_dataloader
+    if isinstance(loaders, (list, tuple)):
+        loaders = loaders[0]
+    if isinstance(loaders, dict):
+        loaders = next(iter(loaders.values()))
+    if loaders is None:
+        raise RuntimeError("no datamodule with val_batch and no dataloader to take images from")
+    return LoaderBatches(loaders)
+
+
+def real_batch(data: object, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """`data.val_batch(n)` moved to the model's device."""
+    x, y = data.val_batch(n)
+    return x.to(device), y.to(device)
+
+
+def decode_condition(model: object, x: Tensor, y: Tensor) -> Tensor:
+    """What `decode(z, y=...)` needs for images x with labels y: y itself (unconditional models ignore it,
+    label-conditioned ones read it), or x for models conditioned on images (e.g. a CVAE on an image quarter).
+
+    The protocol does not say which, so one decode of z = 0 is tried with the labels.
+    """
+    try:
+        model.decode(torch.zeros(1, model.latent_dim, device=x.device), y[:1])
+        return y
+    except ValueError:
+        return x
+
+
+class FigureCallback(Callback):
+    """Draws one figure every `every_n_epochs` training epochs on rank zero and hands it to `log_figure`.
+
+    Hooked on `on_train_epoch_end` so models without a validation loop (GANs) get figures too.
+    """
+
+    key = "figure"
+    requires: type = LatentModel
+
+    def __init__(self, every_n_epochs: int = 1, seed: int = 0) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.every_n_epochs, self.seed = every_n_epochs, seed
+        self.source: object | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.check(pl_module)
+
+    def check(self, model: object) -> None:
+        """Raise TypeError when `model` cannot be drawn by this callback."""
+        check_protocol(model, self.requires, type(self).__name__)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
+            return
+        if self.source is None:  # resolved once: later epochs reuse the same images
+            self.source = data_source(trainer)
+        log_figure(trainer, self.key, self.draw(pl_module, self.source))
+
+    def draw(self, model: LightningModule, data: object) -> Figure:
+        """`make_figure` under eval() and no_grad(); usable without a Trainer."""
+        with evaluating(model):
+            return self.make_figure(model, data)
+
+    def make_figure(self, model: LightningModule, data: object) -> Figure:
+        raise NotImplementedError

@@ -1,0 +1,259 @@
+"""Figure callbacks: each writes a readable PNG in a tiny fit, reaches W&B and TensorBoard, and draws what it says."""
+
+import glob
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import torch
+from lightning import LightningDataModule, LightningModule, Trainer
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from genlab.callbacks import (FIGURES, LatentInterpolation, LatentPCA, LatentSpace2D, LatentTraversal, LossCurves,
+                              Reconstructions, SampleGrid, compare_latent_pca, default_callbacks, interpolate,
+                              interpolate_latents, rank_dimensions, render_from_checkpoint)
+from genlab.callbacks.traversal import factor_correlations
+from genlab.models import ConvAE, ConvVAE
+
+SHAPE = (1, 16, 16)
+
+
+class TinyImages(LightningDataModule):
+    """Seeded random images with the datamodule figure API (`val_batch`), independent of genlab.datamodules."""
+
+    image_shape, num_classes = SHAPE, 3
+
+    def __init__(self, size: int = 16, batch_size: int = 4) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.rand(size, *SHAPE, generator=g), torch.randint(0, 3, (size,), generator=g)
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size)
+
+    val_dataloader = train_dataloader
+
+    def val_batch(self, n: int) -> tuple[Tensor, Tensor]:
+        return self.x[:n], self.y[:n]
+
+
+def tiny_vae(latent_dim: int = 4) -> ConvVAE:
+    return ConvVAE(image_shape=SHAPE, latent_dim=latent_dim, widths=(8, 16))
+
+
+def fit(tmp_path: Path, model: LightningModule, callbacks: list, logger: object = False) -> Trainer:
+    trainer = Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=logger,
+                      default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=callbacks)
+    trainer.fit(model, datamodule=TinyImages())
+    return trainer
+
+
+def small_callbacks() -> list:
+    return [SampleGrid(num_samples=8, temperatures=(1.0, 20**0.5)), Reconstructions(num_images=4),
+            LatentInterpolation(num_pairs=2, steps=5, mode="slerp"),
+            LatentTraversal(num_dims=4, steps=5, num_images=16),
+            LatentPCA(num_points=16), LossCurves()]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LightningModule, list]:
+    """One tiny fit with every callback (and a 2-D model for LatentSpace2D): shared by the PNG checks."""
+    root = tmp_path_factory.mktemp("run")
+    callbacks = small_callbacks()
+    model = tiny_vae()
+    fit(root, model, callbacks)
+    fit(root / "two_d", tiny_vae(latent_dim=2), [LatentSpace2D(num_points=16, grid=5)])
+    return root, model, callbacks
+
+
+def read_png(path: Path) -> Tensor:
+    return torch.from_numpy(matplotlib.image.imread(path))
+
+
+@pytest.mark.parametrize("key", ["samples", "reconstructions", "interpolation", "traversal", "latent_pca",
+                                 "loss_curves", "latent_2d"])
+def test_each_callback_writes_a_readable_png(run, key):
+    root, model, callbacks = run
+    folder = root / "two_d" if key == "latent_2d" else root
+    paths = sorted((folder / "figures" / key).glob("epoch=*.png"))
+    assert [p.name for p in paths] == ["epoch=000.png" if key != "loss_curves" else "epoch=001.png"]
+    image = read_png(paths[0])
+    assert image.shape[0] >= 150 and image.shape[1] >= 150 and image.std() > 0.05
+    drawer = next((c for c in callbacks if getattr(c, "key", None) == key), None)
+    if drawer is not None and key != "loss_curves":  # the PNG has the figure's own pixel size: nothing cropped
+        fig = drawer.draw(model, TinyImages())
+        width, height = (fig.get_size_inches() * fig.dpi).round().astype(int)
+        assert image.shape[:2] == (height, width)
+
+
+def test_loss_curves_record_train_and_val_terms(run):
+    curves = next(c for c in run[2] if isinstance(c, LossCurves))
+    assert {"loss", "recon", "kl"} <= set(curves.history)
+    assert len(curves.history["loss"]["train"]) == 2 and len(curves.history["loss"]["val"]) == 1
+    assert "mse" in curves.history and "train" not in curves.history["mse"]
+
+
+def test_wandb_offline_run_holds_the_image(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    from lightning.pytorch.loggers import WandbLogger
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = WandbLogger(offline=True, save_dir=str(tmp_path))
+    try:
+        fit(tmp_path, tiny_vae(), [SampleGrid(num_samples=4)], logger)
+    finally:
+        wandb.finish()
+    assert glob.glob(str(tmp_path / "wandb" / "**" / "samples*.png"), recursive=True)
+    assert (tmp_path / "figures" / "samples" / "epoch=000.png").exists()  # the PNG copy too
+
+
+def test_tensorboard_event_file_holds_the_image(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    fit(tmp_path, tiny_vae(), [Reconstructions(num_images=4)], logger)
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    assert "reconstructions" in events.Tags()["images"]
+    assert (Path(logger.log_dir) / "figures" / "reconstructions" / "epoch=000.png").exists()
+
+
+@pytest.mark.parametrize("mode", ["linear", "slerp"])
+def test_interpolation_ends_are_the_reconstructions(mode):
+    model = tiny_vae().eval()
+    x = torch.rand(4, *SHAPE)
+    with torch.no_grad():
+        path = interpolate(model, x[:2], x[2:], steps=6, mode=mode)
+        assert path.shape == (2, 6, *SHAPE)
+        torch.testing.assert_close(path[:, 0], model.reconstruct(x[:2]))
+        torch.testing.assert_close(path[:, -1], model.reconstruct(x[2:]))
+
+
+def test_slerp_keeps_the_norm_of_equal_norm_codes_and_handles_parallel_ones():
+    z0, z1 = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 3.0]])
+    path = interpolate_latents(z0, z1, steps=5, mode="slerp")
+    torch.testing.assert_close(path.norm(dim=-1), torch.full((1, 5), 3.0))
+    assert interpolate_latents(z0, 2 * z0, 3, "slerp").isfinite().all()  # parallel: falls back to the line
+
+
+class VarianceToy(nn.Module):
+    """A LatentModel whose code variance falls from the first dimension to the last."""
+
+    latent_dim = 3
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return x.flatten(1)[:, :3] * torch.tensor([3.0, 2.0, 1.0])
+
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return z.sigmoid().view(-1, 1, 1, 3)
+
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.decode(self.encode(x))
+
+
+class KLToy(VarianceToy):
+    """The same codes, but a KL per dimension that orders them differently."""
+
+    def kl_per_dim(self, x: Tensor) -> Tensor:
+        return torch.tensor([0.1, 5.0, 2.0])
+
+
+def test_traversal_rows_follow_kl_then_fall_back_to_variance():
+    x = torch.randn(64, 1, 1, 3)
+    order, scores, name = rank_dimensions(KLToy(), x)
+    assert name == "KL" and order.tolist() == [1, 2, 0] and scores[1] == 5.0
+    order, _, name = rank_dimensions(VarianceToy(), x)
+    assert name == "var" and order.tolist() == [0, 1, 2]
+
+
+def test_traversal_of_a_model_without_kl_ranks_by_variance():
+    model = ConvAE(image_shape=SHAPE, latent_dim=4, widths=(8, 16))  # kl_per_dim raises TypeError: no KL term
+    _, _, name = rank_dimensions(model, torch.rand(8, *SHAPE))
+    assert name == "var"
+
+
+class NoisyVAE(ConvVAE):
+    """A denoising variant: what the encoder sees is corrupted."""
+
+    def corrupt(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
+
+
+def row_labels(fig) -> list[str]:
+    return [t.get_text() for t in fig.axes[0].get_yticklabels()]
+
+
+def test_reconstructions_show_denoising_rows_and_posterior_draws():
+    model = NoisyVAE(image_shape=SHAPE, latent_dim=4, widths=(8, 16))
+    fig = Reconstructions(num_images=4, num_stochastic=2).draw(model, TinyImages())
+    assert row_labels(fig) == ["clean", "noisy", "denoised", "z ~ q(z|x) #1", "z ~ q(z|x) #2"]
+    assert row_labels(Reconstructions(num_images=4).draw(tiny_vae(), TinyImages())) == ["original", "reconstruction"]
+
+
+def test_factor_correlation_names_the_matching_factor():
+    factors = torch.rand(100, 2)
+    codes = torch.stack([-factors[:, 1] + 0.01 * torch.randn(100), torch.randn(100)], dim=1)
+    corr = factor_correlations(codes, torch.cat([factors, torch.ones(100, 1)], dim=1))  # constant factor: 0
+    assert corr.shape == (2, 3) and corr[0].argmax() == 1 and corr[0, 1] > 0.99 and corr[:, 2].abs().max() == 0
+
+
+def test_traversal_labels_rows_with_true_factors():
+    class WithFactors(TinyImages):
+        factor_names = ["shape", "x"]
+
+        def val_factors(self, n: int) -> Tensor:
+            return torch.stack([self.y[:n].float(), self.x[:n].mean((1, 2, 3))], dim=1)
+
+    fig = LatentTraversal(num_dims=2, steps=3, num_images=16).draw(tiny_vae(), WithFactors())
+    labels = row_labels(fig)
+    assert len(labels) == 2 and all("|r|" in label for label in labels)
+
+
+def test_compare_latent_pca_shares_axes_between_models():
+    x, y = torch.rand(12, *SHAPE), torch.arange(12) % 3
+    fig = compare_latent_pca({"a": tiny_vae(), "b": tiny_vae()}, x, y)
+    first, second, overlap = fig.axes[:3]
+    assert first.get_shared_x_axes().joined(first, second) and first.get_shared_y_axes().joined(first, overlap)
+    assert [t.get_text() for t in overlap.get_legend().get_texts()] == ["a", "b"]
+
+
+class NoLatent(LightningModule):
+    def sample(self, num_samples: int, y: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        return torch.rand(num_samples, *SHAPE, generator=generator)
+
+
+def test_setup_rejects_a_model_without_the_protocol():
+    with pytest.raises(TypeError, match="NoLatent lacks encode, decode, reconstruct, latent_dim"):
+        LatentTraversal().setup(None, NoLatent(), "fit")
+    with pytest.raises(TypeError, match="temperature"):
+        SampleGrid(temperatures=(1.0, 2.0)).setup(None, NoLatent(), "fit")
+    with pytest.raises(TypeError, match="latent_dim == 2"):
+        LatentSpace2D().setup(None, tiny_vae(), "fit")
+
+
+def test_default_callbacks_fit_the_model():
+    names = lambda model: [type(c).__name__ for c in default_callbacks(model)]  # noqa: E731
+    assert names(NoLatent()) == ["SampleGrid", "LossCurves"]
+    assert names(tiny_vae()) == ["SampleGrid", "Reconstructions", "LatentInterpolation", "LatentTraversal",
+                                 "LatentPCA", "LossCurves"]
+    assert "LatentSpace2D" in names(tiny_vae(latent_dim=2))
+
+
+@pytest.mark.parametrize("condition", ["label", "quarter"])
+def test_conditional_models_get_every_default_figure(condition):
+    from genlab.models.presets import CVAE  # conditions are read from the validation batch (labels or images)
+    model = CVAE(image_shape=SHAPE, latent_dim=2, hidden=(16,), condition=condition, num_classes=3)
+    for callback in default_callbacks(model)[:-1]:
+        assert callback.draw(model, TinyImages()).get_size_inches().min() > 1
+
+
+def test_render_from_checkpoint_writes_each_figure(run, tmp_path):
+    ckpt = next((run[0] / "checkpoints").glob("*.ckpt"))
+    for figure in ("samples", "traversal"):
+        path = render_from_checkpoint(ckpt, TinyImages(), figure, tmp_path, "genlab.models.ConvVAE")
+        assert path == tmp_path / f"{figure}.png" and read_png(path).std() > 0.05
+    with pytest.raises(ValueError, match="latent_pca"):
+        render_from_checkpoint(ckpt, TinyImages(), "nope", tmp_path, ConvVAE)
+    assert set(FIGURES) == {"samples", "reconstructions", "interpolation", "traversal", "latent_pca", "latent_2d"}
