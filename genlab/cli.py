@@ -3,8 +3,10 @@
     genlab fit                                    # ConvVAE on the embedded Shapes data, a short run
     genlab fit --model VAE --data MNIST --data.root /path/to/data
     genlab test --model VAE --data MNIST --ckpt_path runs/.../checkpoints/last.ckpt
+    genlab plot --ckpt_path runs/.../checkpoints/last.ckpt --figure traversal --model VAE --data MNIST
 """
 
+import argparse
 import inspect
 import sys
 
@@ -13,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from . import datamodules, models
+from .callbacks import FIGURES, default_callbacks, render_from_checkpoint
 
 DEFAULT_MODEL, DEFAULT_DATA = "ConvVAE", "Shapes"
 
@@ -21,7 +24,7 @@ def public_classes(module: object, base: type) -> list[str]:
     """Names a user may pass to --model / --data: the public subclasses of `base` in `module`."""
     return sorted(name for name in module.__all__
                   if inspect.isclass(cls := getattr(module, name)) and issubclass(cls, base) and cls is not base
-                  and not inspect.isabstract(cls) and name not in ("Autoencoder", "ImageDataModule"))
+                  and not inspect.isabstract(cls) and name not in ("Autoencoder", "Adversarial", "ImageDataModule"))
 
 
 def check_class_names(args: list[str]) -> None:
@@ -49,6 +52,8 @@ class GenlabCLI(LightningCLI):
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
         # Conditional models take the number of classes too; jsonargparse skips the link for models without it.
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.add_argument("--figures", type=bool, default=True,
+                            help="Add the figure callbacks that fit the model (samples, reconstructions, ...)")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.monitor": "val/loss",
                              "checkpoint.filename": "best-{epoch:03d}", "checkpoint.save_top_k": 1})
@@ -61,14 +66,34 @@ class GenlabCLI(LightningCLI):
         for key in [k for k in self.model.hparams if k not in accepted and k != "_class_path"]:
             del self.model.hparams[key]
 
+    def before_fit(self) -> None:
+        if self.config[self.subcommand].figures:
+            present = {type(callback) for callback in self.trainer.callbacks}
+            self.trainer.callbacks += [c for c in default_callbacks(self.model) if type(c) not in present]
+
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         if args is None or isinstance(args, list):
             check_class_names(list(sys.argv[1:] if args is None else args))
         super().parse_arguments(parser, args)
 
 
-def main(args: ArgsType = None, run: bool = True) -> GenlabCLI:
+def plot(args: list[str]) -> None:
+    """`genlab plot --ckpt_path C --figure F [--out_dir D] --model M --data D ...`: one figure, no training."""
+    parser = argparse.ArgumentParser(prog="genlab plot", description=plot.__doc__)
+    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--figure", required=True, choices=sorted(FIGURES))
+    parser.add_argument("--out_dir", default="figures")
+    known, rest = parser.parse_known_args(args)
+    cli = main(rest, run=False)  # the same --model / --data flags as fit, so the data is built the same way
+    path = render_from_checkpoint(known.ckpt_path, cli.datamodule, known.figure, known.out_dir, type(cli.model))
+    print(path)
+
+
+def main(args: ArgsType = None, run: bool = True) -> GenlabCLI | None:
     """Entry point of the `genlab` console script and of the top-level `cli.py`."""
+    argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+    if run and argv[:1] == ["plot"]:
+        return plot(argv[1:])
     try:
         return GenlabCLI(
             LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
@@ -81,5 +106,10 @@ def main(args: ArgsType = None, run: bool = True) -> GenlabCLI:
         sys.exit(f"genlab: error: {error}")
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The `genlab` console script: like `main`, but returns nothing, so the exit status is 0 on success."""
     main()
+
+
+if __name__ == "__main__":
+    console()

@@ -1,7 +1,12 @@
 """genlab's models: `from genlab.models import ConvVAE` works in any project with a plain `lightning.Trainer`."""
 
 from .autoencoder import Autoencoder
-from .presets import AE, VAE, ConvAE, ConvVAE
+from .gan import DCGAN, GAN, Adversarial
+from .ppca import PPCA
+from .presets import AE, CVAE, VAE, BaselineNN, ConvAE, ConvVAE, DenoisingAE, FlowVAE
 from .protocols import LatentModel, Sampler
+from .quantizer import VectorQuantizer
+from .vqvae import VQVAE, CodePrior
 
-__all__ = ["AE", "VAE", "ConvAE", "ConvVAE", "Autoencoder", "LatentModel", "Sampler"]
+__all__ = ["AE", "VAE", "ConvAE", "ConvVAE", "DenoisingAE", "CVAE", "BaselineNN", "FlowVAE", "PPCA", "VQVAE",
+           "CodePrior", "GAN", "DCGAN", "Adversarial", "Autoencoder", "VectorQuantizer", "LatentModel", "Sampler"]
