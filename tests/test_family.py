@@ -34,15 +34,6 @@ TERMS_FLOOR = {"denoising_ae": 0.5 * math.prod(SHAPE) * math.log(2 * math.pi)}  
 STOCHASTIC = {"cvae_label", "cvae_quarter", "cvae_none", "flow_vae_planar", "flow_vae_iaf", "vae_free_bits"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on 2 shared cores, two spinning OpenMP threads per process made steps ~15x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.rand(4, *SHAPE)
@@ -315,17 +306,11 @@ def test_cli_fit_links_shape_and_classes_and_writes_a_checkpoint(model, expected
 
 # --- real MNIST (slow) ---
 @pytest.fixture(scope="module")
-def mnist() -> dict[str, torch.Tensor]:
+def mnist(mnist_root) -> dict[str, torch.Tensor]:
     """12k training and 2k validation images with labels, float in [0, 1], from the offline copy."""
-    import os
-    from pathlib import Path
-
     from genlab.datamodules import MNIST
 
-    root = Path(os.environ.get("GENLAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    if not (root / "MNIST" / "raw").is_dir():
-        pytest.skip("no offline MNIST copy")
-    data = MNIST(root=str(root), batch_size=128)
+    data = MNIST(root=mnist_root, batch_size=128)
     data.setup("fit")
     out = {}
     for split, n in (("train", 12000), ("val", 2000)):

@@ -17,15 +17,6 @@ FLOWS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on 2 shared cores, two spinning OpenMP threads per process made steps ~15x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomise(flow: torch.nn.Module) -> torch.nn.Module:
     """IAF starts as the identity (zero output layer); give it generic parameters for the Jacobian tests."""
     with torch.no_grad():

@@ -22,16 +22,6 @@ MODELS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs on a shared 2-core machine: two OpenMP threads per process spin against each other (20 steps
-    measured at 0.3 s with one thread, 3-50 s with two under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def quiet_trainer(**kwargs) -> Trainer:
     kwargs.setdefault("enable_checkpointing", False)
     return Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, **kwargs)
@@ -174,15 +164,10 @@ def test_a_short_fit_moves_d_fake_towards_d_real():
 
 # --- real MNIST ---
 @pytest.fixture(scope="module")
-def mnist():
-    from pathlib import Path
-
+def mnist(mnist_root):
     from genlab.datamodules import MNIST
 
-    root = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not (root / "MNIST" / "raw").is_dir():
-        pytest.skip("no offline MNIST copy")
-    data = MNIST(root=str(root), batch_size=64)
+    data = MNIST(root=mnist_root, batch_size=64)
     data.setup("fit")
     return data
 

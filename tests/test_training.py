@@ -8,10 +8,8 @@ from genlab.models import VAE
 
 
 @pytest.fixture
-def mnist(shared_data):
-    if not (shared_data / "MNIST" / "raw").is_dir():
-        pytest.skip(f"real MNIST not found under {shared_data} (set GENLAB_SHARED_DATA)")
-    return MNIST(root=str(shared_data), batch_size=128)
+def mnist(mnist_root):
+    return MNIST(root=mnist_root, batch_size=128)
 
 
 @pytest.mark.slow
