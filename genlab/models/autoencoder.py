@@ -56,6 +56,11 @@ class Autoencoder(LightningModule):
         # unconditional encoders are called with x alone, so any (x) -> h module can be plugged in
         return self.encoder(x) if c is None else self.encoder(x, c)
 
+    def _features(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Encoder features h of the clean x and the condition c they were computed with."""
+        c = self.condition(x, y)
+        return self._encode_features(x, c), c
+
     def _decode_logits(self, z: Tensor, c: Tensor | None) -> Tensor:
         if c is None:
             return self.decoder(z)
@@ -67,7 +72,7 @@ class Autoencoder(LightningModule):
 
     # --- the protocol (genlab.models.protocols) ---
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.bottleneck.encode(self._encode_features(x, self.condition(x, y)))
+        return self.bottleneck.encode(self._features(x, y)[0])
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Images in [0, 1]; conditional models read the condition from y (labels, or images for "quarter")."""
@@ -77,8 +82,7 @@ class Autoencoder(LightningModule):
                     generator: torch.Generator | None = None) -> Tensor:
         """decode(encode(x)); with `stochastic=True`, decodes a fresh draw z ~ q(z|x) instead of its mean, so
         repeated calls show the posterior's spread (the same image for deterministic bottlenecks: AE, VQ)."""
-        c = self.condition(x, y)
-        h = self._encode_features(x, c)
+        h, c = self._features(x, y)
         if stochastic and hasattr(self.bottleneck, "sample_posterior"):
             z = self.bottleneck.sample_posterior(h, generator)
         else:
@@ -99,7 +103,7 @@ class Autoencoder(LightningModule):
         """Batch-mean KL of each latent dimension, (latent_dim,): e.g. to order traversal rows."""
         if not hasattr(self.bottleneck, "kl_per_dim"):
             raise TypeError(f"{type(self).__name__} has a {type(self.bottleneck).__name__}, which has no KL term")
-        return self.bottleneck.kl_per_dim(self._encode_features(x, self.condition(x, y)))
+        return self.bottleneck.kl_per_dim(self._features(x, y)[0])
 
     # --- the objective ---
     def term_weights(self) -> dict[str, float]:
