@@ -1,4 +1,6 @@
-"""Datamodules on tiny fake files in each dataset's real on-disk format, plus the offline real copies when present."""
+"""Datamodules on tiny fake files in each dataset's real on-disk format, plus the offline real copies when present.
+
+The writers here are shared with test_data_loading.py (fast path, errors, generated data, Lightning)."""
 
 import gzip
 import pickle
@@ -8,15 +10,10 @@ import time
 import numpy as np
 import pytest
 import torch
-from lightning import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.cli import LightningCLI
 from PIL import Image
 from scipy.io import savemat
-from torch import nn
 
-from genlab.datamodules import (CIFAR10, MNIST, SVHN, CelebA, DatasetNotFoundError, FakeImages, FreyFaces,
-                                ImageDataModule, Shapes, default_root)
-from genlab.datamodules.shapes import render
+from genlab.datamodules import CIFAR10, MNIST, SVHN, CelebA, DatasetNotFoundError, FreyFaces, ImageDataModule
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -204,9 +201,9 @@ def test_celeba_official_partition_lazy_jpegs(tmp_path):
     write_celeba(tmp_path, names, absent=("000011.jpg", "000012.jpg"))  # like a subset: listed, not present
     dm = CelebA(root=str(tmp_path), image_size=16, crop=32, batch_size=2, verify=False)
     assert dm.image_shape == (3, 16, 16) and dm.num_classes is None
-    dm.setup("fit")
     with pytest.warns(UserWarning, match="2 of 4 test images"):
-        dm.setup("test")
+        dm.setup("fit")
+    dm.setup("test")
     assert sizes(dm) == {"train": 6, "val": 2, "test": 2}
     x, y = check_batch(dm, "val", 2)
     assert (y == 0).all()
@@ -216,11 +213,20 @@ def test_celeba_official_partition_lazy_jpegs(tmp_path):
         CelebA(root=str(tmp_path), image_size=16, crop=32).setup("fit")
 
 
-def test_celeba_empty_split_is_an_error(tmp_path):
-    write_celeba(tmp_path, {f"{k:06d}.jpg": 0 for k in range(1, 5)} | {"000005.jpg": 1, "000006.jpg": 1},
-                 absent=("000005.jpg", "000006.jpg"))
-    with pytest.raises(DatasetNotFoundError, match="val split is empty"):
-        CelebA(root=str(tmp_path), image_size=16, crop=32, verify=False).setup("fit")
+def test_celeba_empty_splits_fall_back_to_seeded_shares_of_train(tmp_path):
+    listed = {f"{k:06d}.jpg": (k - 7) // 2 if k > 8 else 0 for k in range(1, 13)}  # 8 train, 2 val, 2 test
+    absent = tuple(name for name, part in listed.items() if part)  # like the shared copy: listed, none present
+    write_celeba(tmp_path, listed, absent=absent)
+    dm = CelebA(root=str(tmp_path), image_size=16, crop=32, batch_size=2, verify=False, val_fraction=0.25)
+    with pytest.warns(UserWarning, match="official val split has no images"):
+        dm.setup()
+    assert sizes(dm) == {"train": 4, "val": 2, "test": 2}
+    held = [set(dm.datasets[split].indices) for split in ("train", "val", "test")]
+    assert set.union(*held) == set(range(8)) and sum(map(len, held)) == 8  # disjoint, nothing lost
+    check_batch(dm, "val", 2)
+    with pytest.raises(DatasetNotFoundError, match="train split is empty"):
+        write_celeba(tmp_path / "none", {"000001.jpg": 0, "000002.jpg": 0}, absent=("000001.jpg", "000002.jpg"))
+        CelebA(root=str(tmp_path / "none"), image_size=16, crop=32, verify=False).setup("fit")
 
 
 def test_frey_faces_non_square_seeded_three_way_split(tmp_path):
@@ -296,141 +302,9 @@ def test_real_cifar10_subset_unverified(shared_data):
 def test_real_celeba_subset_unverified(shared_data):
     if not (shared_data / "celeba" / "list_eval_partition.txt").exists():
         pytest.skip(f"no CelebA copy in {shared_data}")
-    dm = CelebA(root=str(shared_data), verify=False)
+    dm = CelebA(root=str(shared_data), verify=False, batch_size=8)
     with pytest.warns(UserWarning, match="32 of 162770 train images"):
-        train = dm.make_dataset("train")
-    assert len(train) == 32 and train[0][0].shape == (3, 64, 64)
-    with pytest.raises(DatasetNotFoundError, match="val split is empty"):
-        dm.make_dataset("val")
-
-
-# ---- generated data -------------------------------------------------------------------------------------------------
-
-
-def test_shapes_is_deterministic_per_seed_with_known_factors():
-    dm = Shapes(size=120, batch_size=16)
-    assert dm.image_shape == (1, 32, 32) and dm.num_classes == 3 and len(dm.factor_names) == 5
-    dm.setup("fit")
-    x, y = check_batch(dm, "train", 16)
-    assert sizes(dm) == {"train": 108, "val": 12}
-    images, labels = dm.val_batch(10)
-    factors = dm.val_factors(10)
-    assert factors.shape == (10, 5) and factors.dtype == torch.float32
-    assert torch.equal(labels, factors[:, 0].long()) and set(labels.tolist()) <= {0, 1, 2}
-
-    same, other = Shapes(size=120), Shapes(size=120, seed=1)
-    assert torch.equal(same.val_batch(10)[0], images) and torch.equal(same.val_factors(10), factors)
-    assert not torch.equal(other.val_batch(10)[0], images)
-    assert not torch.equal(dm.load_split("test")[0], dm.load_split("train")[0])
-
-
-def test_shapes_every_class_is_drawn_and_never_clipped():
-    dm = Shapes(size=150, image_size=32)
-    factors = dm.factors("train")
-    images, labels = dm.load_split("train")
-    mass = images.float().sum((1, 2, 3)) / 255  # in pixels
-    assert set(labels.tolist()) == {0, 1, 2}
-    for shape in range(3):
-        assert mass[labels == shape].min() > 10  # the smallest ellipse still covers > 10 pixels at 32x32
-    centred = factors.clone()
-    centred[:, 3:] = 0.5
-    centred_mass = render(centred, 32).float().sum((1, 2, 3)) / 255
-    # Moving a shape to the edge loses no pixels beyond anti-aliasing noise: the frame never cuts it.
-    assert ((mass - centred_mass).abs() / centred_mass).max() < 0.1
-
-
-def test_shapes_generates_ten_thousand_images_fast():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread's CPU time measures the work itself, not how busy the machine is
-    try:
-        start = time.process_time()
-        images, labels = Shapes(size=10000).load_split("train")
-        assert time.process_time() - start < 2.0
-    finally:
-        torch.set_num_threads(threads)
-    assert images.shape == (10000, 1, 32, 32) and images.dtype == torch.uint8 and len(labels) == 10000
-
-
-def test_fake_images_any_shape_with_or_without_labels():
-    dm = FakeImages(image_shape=(3, 16, 12), size=20, batch_size=4, num_classes=None)
-    assert dm.image_shape == (3, 16, 12)
-    _, y = check_batch(dm, "train")
-    assert (y == 0).all() and sizes(dm) == {"train": 18, "val": 2}
-    labelled = FakeImages(size=20, num_classes=5)
-    assert set(labelled.load_split("train")[1].tolist()) <= set(range(5))
-    assert not torch.equal(labelled.load_split("train")[0], labelled.load_split("test")[0])
-
-
-# ---- arguments, defaults, Lightning -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("make, bad", [
-    (lambda: FakeImages(batch_size=0), "0"), (lambda: FakeImages(val_fraction=1.0), "1.0"),
-    (lambda: FakeImages(val_fraction=-0.1), "-0.1"), (lambda: FakeImages(num_workers=-1), "-1"),
-    (lambda: FakeImages(image_shape=(1, 0, 3)), r"\(1, 0, 3\)"), (lambda: Shapes(image_size=4), "4"),
-    (lambda: Shapes(size=0), "0"), (lambda: CelebA(image_size=0), "image_size=0"),
-    (lambda: FakeImages().load_split("valid"), "'valid'"), (lambda: FakeImages().setup("training"), "'training'"),
-    (lambda: FakeImages().val_batch(0), "0")])
-def test_bad_arguments_name_the_value(make, bad):
-    with pytest.raises(ValueError, match=bad):
-        make()
-
-
-def test_default_root_follows_genlab_data(monkeypatch, tmp_path):
-    monkeypatch.delenv("GENLAB_DATA", raising=False)
-    assert str(default_root()) == "data" and MNIST().root == default_root()
-    monkeypatch.setenv("GENLAB_DATA", str(tmp_path))
-    assert default_root() == tmp_path and MNIST().root == tmp_path and MNIST(root="elsewhere").root.name == "elsewhere"
-
-
-class Tiny(LightningModule):
-    """The smallest model that consumes (x, y) batches of any image shape."""
-
-    def __init__(self, image_shape: tuple[int, int, int] = (1, 28, 28)) -> None:
-        super().__init__()
-        self.save_hyperparameters()  # shares the key image_shape with FakeImages: Lightning compares the two
-        self.net = nn.Linear(int(np.prod(image_shape)), 1)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self.net(batch[0].flatten(1)).pow(2).mean()
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.log("val/loss", self.net(batch[0].flatten(1)).pow(2).mean())
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
-@pytest.mark.filterwarnings("ignore:Total length of `list` across ranks is zero")  # no val set: intended
-@pytest.mark.parametrize("val_fraction", [0.0, 0.25])
-def test_trainer_fits_with_and_without_validation(tmp_path, val_fraction):
-    trainer = Trainer(default_root_dir=tmp_path, max_epochs=1, accelerator="cpu", logger=False,
-                      enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
-    trainer.fit(Tiny((1, 8, 8)), datamodule=FakeImages(image_shape=(1, 8, 8), size=16, batch_size=4,
-                                                        val_fraction=val_fraction))
-    assert trainer.num_training_batches == (4 if val_fraction == 0 else 3)
-    assert ("val/loss" in trainer.callback_metrics) == (val_fraction > 0)
-
-
-class LinkedCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.image_shape", "model.image_shape", apply_on="instantiate")
-
-
-def test_cli_resolves_subclass_and_base_arguments(tmp_path):
-    cli = LinkedCLI(Tiny, LightningDataModule, subclass_mode_data=True, run=False, args=[
-        "--data=genlab.datamodules.CelebA", "--data.image_size=32", "--data.verify=false", "--data.batch_size=8",
-        f"--data.root={tmp_path}", "--trainer.accelerator=cpu", "--trainer.logger=false"])
-    dm = cli.datamodule
-    assert isinstance(dm, CelebA) and dm.image_shape == (3, 32, 32) and dm.batch_size == 8 and not dm.verify
-    assert dm.hparams["image_size"] == 32 and dm.hparams["val_fraction"] == 0.1
-    assert cli.model.net.in_features == 3 * 32 * 32  # image_shape reached the model before any setup
-
-
-def test_cli_fit_on_fake_images_logs_consistent_hparams(tmp_path):
-    cli = LinkedCLI(Tiny, LightningDataModule, subclass_mode_data=True, save_config_kwargs={"overwrite": True}, args=[
-        "fit", "--data=genlab.datamodules.FakeImages", "--data.image_shape=[1, 8, 8]", "--data.size=16",
-        "--data.batch_size=4", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
-        f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
-    assert cli.datamodule.hparams_initial["image_shape"] == (1, 8, 8)  # a tuple, like the model's linked value
-    assert cli.trainer.state.finished
+        assert len(dm.official("train")) == 32
+    with pytest.warns(UserWarning, match="official val split has no images"):
+        dm.setup("fit")  # the shared copy has train images only: val and test are seeded shares of them
+    assert sizes(dm) == {"train": 26, "val": 3} and dm.val_batch(2)[0].shape == (2, 3, 64, 64)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from lightning import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -194,3 +195,14 @@ def test_cli_fit_checkpoints_on_val_loss(tmp_path):
     (best,) = tmp_path.glob("**/checkpoints/best-*.ckpt")
     restored = DCGAN.load_from_checkpoint(best)
     assert restored.objective == "wgan-gp" and restored.sample(2).shape == (2, 1, 16, 16)
+
+
+def test_plain_ddp_strategy_gets_unused_parameter_detection():
+    """G's and D's backward passes each leave the other network unused: `setup` switches DDP's detection on before
+    the strategy wraps the model (the 2-process fit itself is in test_ddp.py)."""
+    strategy = DDPStrategy()
+    trainer = Trainer(accelerator="cpu", devices=1, strategy=strategy, logger=False)
+    model = GAN(image_shape=(1, 8, 8), latent_dim=2, hidden=(8,))
+    model.trainer = trainer
+    model.setup("fit")
+    assert strategy._ddp_kwargs.get("find_unused_parameters") is True

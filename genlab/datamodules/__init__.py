@@ -1,6 +1,6 @@
 """Datamodules: float images in [0, 1], (C, H, W), batches (x, y); each exposes image_shape and num_classes."""
 
-from .base import DatasetNotFoundError, ImageDataModule, default_root
+from .base import DatasetCorruptError, DatasetNotFoundError, ImageDataModule, default_root
 from .celeba import CelebA
 from .cifar import CIFAR10
 from .fake import FakeImages
@@ -9,5 +9,5 @@ from .mnist import MNIST
 from .shapes import Shapes
 from .svhn import SVHN
 
-__all__ = ["ImageDataModule", "DatasetNotFoundError", "MNIST", "CIFAR10", "SVHN", "CelebA", "FreyFaces", "Shapes",
-           "FakeImages", "default_root"]
+__all__ = ["ImageDataModule", "DatasetNotFoundError", "DatasetCorruptError", "MNIST", "CIFAR10", "SVHN", "CelebA",
+           "FreyFaces", "Shapes", "FakeImages", "default_root"]

@@ -1,18 +1,25 @@
 """ImageDataModule: the one place that knows about roots, splits, loaders and offline errors.
 
 A dataset subclass says how to read one split of its files (`load_split`) and nothing else; this base
-turns that into seeded train/val/test sets served from memory as float images in [0, 1].
+turns that into seeded train/val/test sets held in memory as uint8 and served by the fast path of `loader.py`:
+whole batches gathered by index, converted to float images in [0, 1] per batch on the model's device.
 """
 
 import os
+import pickle
+import struct
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from lightning import LightningDataModule
+from lightning.pytorch.trainer.states import TrainerStatus
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from .loader import BatchLoader, EpochOrder
 
 # Which splits each Lightning stage needs; None (a direct call) builds everything.
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",),
@@ -41,21 +48,60 @@ class DatasetNotFoundError(FileNotFoundError):
         return type(self), (self.dataset, self.folder, self.expected, self.detail)
 
 
-class InMemoryImages(Dataset):
-    """uint8 images (N, C, H, W) and int64 labels (N,) in memory, served as (float image in [0, 1], label)."""
+class DatasetCorruptError(DatasetNotFoundError):
+    """A dataset file is there but cannot be read (truncated download, bad .mat, corrupt pickle): re-fetch it."""
 
-    def __init__(self, images: Tensor, labels: Tensor | None = None) -> None:
+    def __init__(self, dataset: str, path: Path, detail: str = "") -> None:
+        self.dataset, self.path, self.detail = dataset, Path(path), detail
+        self.folder, self.expected = self.path.parent, [self.path.name]
+        FileNotFoundError.__init__(
+            self, f"{dataset}: {path} is truncated or corrupt" + (f" ({detail})" if detail else "") + ".\n"
+            f"  Fix: delete it and fetch it again (--data.download true on a machine with internet access), or copy "
+            f"a complete copy into {self.folder}.")
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.dataset, self.path, self.detail)
+
+
+# What reading a cut or damaged file raises (gzip, zlib, pickle, scipy's .mat reader, our idx parser).
+READ_ERRORS = (EOFError, zlib.error, pickle.UnpicklingError, struct.error, OSError, ValueError, TypeError, KeyError,
+               IndexError)
+
+
+class InMemoryImages(Dataset):
+    """uint8 images (N, C, H, W) and int64 labels (N,) in memory, served as (float image in [0, 1], label).
+
+    With `rows`, only those rows of the tensors belong to this dataset: train and val then share one decoded copy
+    of the file's images instead of each holding their own (peak host memory stays near the uint8 size).
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor | None = None, rows: Tensor | None = None) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        self.images = images
+        self.source, self.rows = images, rows
         # Unlabelled datasets still yield (x, y) so every model sees the same batch structure.
-        self.labels = torch.zeros(len(images), dtype=torch.long) if labels is None else labels.long()
+        self.source_labels = torch.zeros(len(images), dtype=torch.long) if labels is None else labels.long()
+
+    @property
+    def images(self) -> Tensor:
+        """This dataset's images (a copy when it holds only some rows of its tensors)."""
+        return self.source if self.rows is None else self.source[self.rows]
+
+    @property
+    def labels(self) -> Tensor:
+        return self.source_labels if self.rows is None else self.source_labels[self.rows]
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.source) if self.rows is None else len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index].float() / 255, self.labels[index]
+        row = index if self.rows is None else self.rows[index]
+        return self.source[row].float() / 255, self.source_labels[row]
+
+    def head(self, n: int) -> tuple[Tensor, Tensor]:
+        """The first n images (uint8) and labels."""
+        rows = slice(0, n) if self.rows is None else self.rows[:n]
+        return self.source[rows], self.source_labels[rows].clone()
 
 
 class ImageDataModule(LightningDataModule):
@@ -72,6 +118,14 @@ class ImageDataModule(LightningDataModule):
         seed: fixes the train/val split and any randomness baked into the data (e.g. MNIST's fixed binarisation).
         verify: check checksums; False accepts re-packed copies whose bytes differ from the official files.
         download: fetch missing files in `prepare_data` (needs internet); never done implicitly.
+        on_device: keep each whole uint8 split on the model's device (e.g. the GPU), so batches never cross the bus;
+            costs the dataset's size in device memory (MNIST 47 MB, SVHN 226 MB).
+
+    Serving: the training order is a permutation drawn from (seed, epoch) alone, so a resumed run sees the same
+    batches; under DDP each rank takes a disjoint block of it, all blocks of equal length. Validation and test run
+    in file order. Batches leave the loader as uint8 and become float in [0, 1] in `on_after_batch_transfer`, on
+    the model's device (`transform_batch`: also where MNIST's dynamic binarisation happens); iterated outside a
+    running Trainer, the loaders yield float batches themselves.
     """
 
     image_shape: tuple[int, int, int]
@@ -79,7 +133,8 @@ class ImageDataModule(LightningDataModule):
     official_val: bool = False  # True when the dataset ships its own validation split
 
     def __init__(self, root: str | None = None, batch_size: int = 128, num_workers: int = 0,
-                 val_fraction: float = 0.1, seed: int = 0, verify: bool = True, download: bool = False) -> None:
+                 val_fraction: float = 0.1, seed: int = 0, verify: bool = True, download: bool = False,
+                 on_device: bool = False) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -90,8 +145,9 @@ class ImageDataModule(LightningDataModule):
         self.save_hyperparameters()  # the record only: under LightningCLI hparams is the leaf's config (never read it)
         self.root = Path(root).expanduser() if root else default_root()
         self.batch_size, self.num_workers, self.val_fraction = batch_size, num_workers, val_fraction
-        self.seed, self.verify, self.download = seed, verify, download
+        self.seed, self.verify, self.download, self.on_device = seed, verify, download, on_device
         self.datasets: dict[str, Dataset] = {}
+        self._device_copies: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
         self.split_indices: dict[str, Tensor] = {}  # positions in "train" of the random train/val split
 
     # ---- hooks for subclasses -------------------------------------------------------------------------------------
@@ -101,9 +157,9 @@ class ImageDataModule(LightningDataModule):
         official). Raise DatasetNotFoundError, without reading anything, when files are missing."""
         raise NotImplementedError(f"{type(self).__name__} must implement load_split(split)")
 
-    def to_dataset(self, images: Tensor, labels: Tensor | None, split: str) -> Dataset:
-        """Wrap one split's tensors; override to change how items are served (e.g. binarised)."""
-        return InMemoryImages(images, labels)
+    def to_dataset(self, images: Tensor, labels: Tensor | None, split: str, rows: Tensor | None = None) -> Dataset:
+        """Wrap one split's tensors (only `rows` of them, when given); override to change how items are served."""
+        return InMemoryImages(images, labels, rows)
 
     def make_dataset(self, split: str) -> Dataset:
         """The Dataset for an official split; override only for data too big for memory (CelebA)."""
@@ -111,6 +167,11 @@ class ImageDataModule(LightningDataModule):
 
     def fetch(self) -> None:
         """Download the files (called by `prepare_data` only when download=True); generated data has none."""
+
+    def transform_batch(self, x: Tensor, train: bool) -> Tensor:
+        """uint8 images (B, C, H, W) -> float in [0, 1], per batch on the model's device; override for per-batch
+        augmentation (`train` says whether this is a training batch)."""
+        return x.float().div_(255)
 
     # ---- helpers for subclasses -----------------------------------------------------------------------------------
 
@@ -130,6 +191,16 @@ class ImageDataModule(LightningDataModule):
         missing = [name for name in expected if not (folder / name).exists()]
         if missing:
             raise self.not_found(folder, expected, f"missing: {', '.join(missing)}" + (f"; {hint}" if hint else ""))
+
+    @contextmanager
+    def reading(self, path: Path) -> Iterator[None]:
+        """Turn what a cut or damaged `path` raises while being read into a DatasetCorruptError naming it."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except READ_ERRORS as error:
+            raise DatasetCorruptError(type(self).__name__, path, f"{type(error).__name__}: {error}") from error
 
     @contextmanager
     def torchvision_errors(self, folder: Path, expected: Sequence[str]) -> Iterator[None]:
@@ -158,11 +229,22 @@ class ImageDataModule(LightningDataModule):
             order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
             n_val = round(len(images) * self.val_fraction)
             self.split_indices = {"train": order[n_val:], "val": order[:n_val]}
-            for split, index in self.split_indices.items():
-                self.datasets[split] = self.to_dataset(images[index], None if labels is None else labels[index], split)
+            for split, index in self.split_indices.items():  # both index one shared copy, no per-split copies
+                self.datasets[split] = self.to_dataset(images, labels, split, rows=index)
         for split in todo:
             if split not in self.datasets:
                 self.datasets[split] = self.make_dataset(split)
+        if "train" in todo:
+            self.check_batch_size()
+
+    def check_batch_size(self) -> None:
+        """batch_size must not exceed the training images each process gets (checked at setup, before training)."""
+        world = self.trainer.world_size if self.trainer is not None else 1
+        n_train = len(self.datasets["train"])
+        if self.batch_size > n_train // world:
+            per_rank = f", {n_train // world} per process on {world} processes" if world > 1 else ""
+            raise ValueError(f"batch_size={self.batch_size} is larger than the training split of "
+                             f"{type(self).__name__} ({n_train} images{per_rank}); lower --data.batch_size")
 
     def dataset(self, split: str) -> Dataset:
         """The built Dataset for "train", "val" or "test", setting up its stage first if needed."""
@@ -172,14 +254,40 @@ class ImageDataModule(LightningDataModule):
             self.setup(SPLIT_STAGE[split])
         return self.datasets[split]
 
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader | list:
+    def _driven_by_trainer(self) -> bool:
+        """True while a Trainer runs with this datamodule: it then converts batches in `on_after_batch_transfer`."""
+        return self.trainer is not None and self.trainer.state.status == TrainerStatus.RUNNING
+
+    def _loader(self, split: str, shuffle: bool = False) -> BatchLoader | DataLoader | list:
         dataset = self.dataset(split)
         if len(dataset) == 0 and split == "val":
             return []  # val_fraction=0: Lightning skips a stage whose loader list is empty
         if len(dataset) == 0:
             raise ValueError(f"the {split} split of {type(self).__name__} is empty")
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        driven = self._driven_by_trainer()
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if driven else (0, 1)
+        order = EpochOrder(len(dataset), shuffle, self.seed, rank, world)
+        if not isinstance(dataset, InMemoryImages):  # lazily decoded (CelebA): per-item loading in workers
+            return DataLoader(dataset, batch_size=self.batch_size, sampler=order, num_workers=self.num_workers,
+                              persistent_workers=self.num_workers > 0)
+        images, labels, rows = dataset.source, dataset.source_labels, dataset.rows
+        if self.on_device and driven:  # one device copy per decoded tensor: train and val share theirs
+            device = self.trainer.strategy.root_device
+            key = (id(images), str(device))
+            if key not in self._device_copies:
+                self._device_copies[key] = images.to(device), labels.to(device)
+            images, labels = self._device_copies[key]
+            rows = None if rows is None else rows.to(device)
+        train = split == "train"
+        convert = None if driven else lambda x, y: (self.transform_batch(x, train), y)
+        return BatchLoader(images, labels, self.batch_size, order, convert, rows)
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        """uint8 batches from the fast path become float in [0, 1] here, on the model's device."""
+        x, y = batch
+        if x.dtype == torch.uint8:
+            x = self.transform_batch(x, train=self.trainer is not None and self.trainer.training)
+        return x, y
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -200,5 +308,8 @@ class ImageDataModule(LightningDataModule):
         dataset = self.dataset("val")
         if len(dataset) == 0:
             raise ValueError(f"{type(self).__name__} has no validation images (val_fraction={self.val_fraction})")
+        if isinstance(dataset, InMemoryImages):
+            images, labels = dataset.head(n)
+            return self.transform_batch(images, train=False), labels
         items = [dataset[i] for i in range(min(n, len(dataset)))]
         return torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items], dtype=torch.long)

@@ -26,8 +26,9 @@ class FreyFaces(ImageDataModule):
         self.check_split(split)
         folder = self.root / "frey"
         self.require(folder, [FILE])
-        pixels = loadmat(folder / FILE)["ff"]  # (560, N) uint8: one flattened 28x20 face per column
-        faces = torch.from_numpy(pixels.T.astype(np.uint8)).reshape(-1, 1, 28, 20)
+        with self.reading(folder / FILE):
+            pixels = loadmat(folder / FILE)["ff"]  # (560, N) uint8: one flattened 28x20 face per column
+            faces = torch.from_numpy(pixels.T.astype(np.uint8)).reshape(-1, 1, 28, 20)
         # Its own generator: the test set must not depend on val_fraction or on which stage ran first.
         order = torch.randperm(len(faces), generator=torch.Generator().manual_seed(self.seed))
         n_test = round(len(faces) * self.test_fraction)

@@ -1,7 +1,10 @@
 """MNIST digits, read from torchvision's raw idx files or straight from the .gz downloads."""
 
 import gzip
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 import struct
+from math import prod
 from pathlib import Path
 
 import torch
@@ -22,6 +25,9 @@ def read_idx(path: Path) -> Tensor:
         raise ValueError(f"{path} is not a uint8 idx file (magic {data[:4].hex()})")
     ndim = data[3]
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    size = 4 + 4 * ndim + prod(shape)
+    if len(data) != size:
+        raise ValueError(f"{len(data)} bytes where its header {shape} promises {size}")
     return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -33,8 +39,9 @@ def idx_names(train: bool) -> list[str]:
 class _MNISTFiles(datasets.MNIST):
     """torchvision's MNIST that also accepts only the .gz files: a read-only copy cannot be extracted in place."""
 
-    def __init__(self, root: Path, train: bool, verify: bool, download: bool = False) -> None:
-        self.verify = verify
+    def __init__(self, root: Path, train: bool, verify: bool, download: bool = False,
+                 reading: Callable[[Path], AbstractContextManager] = lambda path: nullcontext()) -> None:
+        self.verify, self.reading = verify, reading
         super().__init__(str(root), train=train, download=download)
 
     @property
@@ -53,12 +60,22 @@ class _MNISTFiles(datasets.MNIST):
         return all(self.find(name) for name in idx_names(self.train))
 
     def _load_data(self) -> tuple[Tensor, Tensor]:
-        images, labels = (read_idx(self.find(name)) for name in idx_names(self.train))
+        data = []
+        for name in idx_names(self.train):
+            path = self.find(name)
+            with self.reading(path):  # a cut or damaged file: DatasetCorruptError naming it
+                data.append(read_idx(path))
+        images, labels = data
+        if len(images) != len(labels):
+            with self.reading(path):
+                raise ValueError(f"{len(images)} images but {len(labels)} labels")
         return images, labels.long()
 
 
 class BinarizedImages(InMemoryImages):
-    """Dynamic binarisation: a fresh Bernoulli draw every time an image is served (Salakhutdinov & Murray, 2008)."""
+    """Dynamic binarisation: a fresh Bernoulli draw every time an image is served (Salakhutdinov & Murray, 2008).
+
+    Item access only; the datamodule's loaders draw per batch, on the model's device (`MNIST.transform_batch`)."""
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         x, y = super().__getitem__(index)
@@ -69,7 +86,9 @@ class MNIST(ImageDataModule):
     """MNIST, 60k train (val is split off) + 10k test, 1x28x28, from `root/MNIST/raw/` (idx or idx.gz files).
 
     Args:
-        binarize: {0, 1} pixels: resampled on every read for train, a fixed seeded draw for val and test.
+        binarize: {0, 1} pixels. Train: dynamic binarisation, a fresh Bernoulli draw with the grey level as its
+            probability for every batch, each epoch (done per batch on the model's device, so it costs nothing
+            in the loader). Val and test: one fixed seeded draw, so their losses compare across epochs and runs.
     """
 
     image_shape = (1, 28, 28)
@@ -87,18 +106,24 @@ class MNIST(ImageDataModule):
         if not all((folder / name).is_file() or (folder / f"{name}.gz").is_file() for name in names):
             raise self.not_found(folder, expected)
         with self.torchvision_errors(folder, expected):
-            mnist = _MNISTFiles(self.root, train=split == "train", verify=self.verify)
+            mnist = _MNISTFiles(self.root, train=split == "train", verify=self.verify, reading=self.reading)
         return mnist.data.unsqueeze(1), mnist.targets  # (N, 28, 28) -> (N, 1, 28, 28)
 
-    def to_dataset(self, images: Tensor, labels: Tensor | None, split: str) -> Dataset:
+    def to_dataset(self, images: Tensor, labels: Tensor | None, split: str, rows: Tensor | None = None) -> Dataset:
         if not self.binarize:
-            return super().to_dataset(images, labels, split)
+            return super().to_dataset(images, labels, split, rows)
         if split == "train":
-            return BinarizedImages(images, labels)
+            return BinarizedImages(images, labels, rows)
+        if rows is not None:
+            images, labels = images[rows], None if labels is None else labels[rows]
         # Val/test get one seeded draw so their losses are comparable across epochs and runs.
         generator = torch.Generator().manual_seed(self.seed + (1 if split == "val" else 2))
         fixed = torch.rand(images.shape, generator=generator) < images.float() / 255
         return InMemoryImages(fixed.to(torch.uint8) * 255, labels)
+
+    def transform_batch(self, x: Tensor, train: bool) -> Tensor:
+        x = super().transform_batch(x, train)
+        return torch.bernoulli(x) if self.binarize and train else x
 
     def fetch(self) -> None:
         for train in (True, False):

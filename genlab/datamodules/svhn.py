@@ -34,11 +34,12 @@ class SVHN(ImageDataModule):
         self.check_split(split)
         expected = [datasets.SVHN.split_list[split][1]]
         self.require(self.root, expected)
-        with self.torchvision_errors(self.root, expected):
+        with self.torchvision_errors(self.root, expected), self.reading(self.root / expected[0]):
             svhn = _SVHNFiles(str(self.root), split, self.verify)
-        # torchvision transposes the (H, W, C, N) .mat array to (N, C, H, W) already
+        # torchvision transposes the (H, W, C, N) .mat array to (N, C, H, W) already: a strided view, kept as it is
+        # (batches are gathered into contiguous tensors), so the decoded file is the only copy in memory.
         labels = torch.from_numpy(svhn.labels.astype(np.int64).reshape(-1))
-        return torch.from_numpy(np.ascontiguousarray(svhn.data)), labels
+        return torch.from_numpy(svhn.data), labels
 
     def fetch(self) -> None:
         for split in ("train", "test"):

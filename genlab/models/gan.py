@@ -11,7 +11,9 @@ from math import prod
 
 import torch
 from lightning import LightningModule
+from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .blocks import MLPDecoder, check_positive
 from .gan_losses import (OBJECTIVES, bce_discriminator_loss, bce_generator_loss, gradient_penalty, js_estimate,
@@ -102,8 +104,9 @@ class Adversarial(LightningModule):
         n_critic: discriminator steps per generator step; None means 5 for "wgan-gp" and 1 for "bce".
         beta1, beta2: Adam's betas for both networks; Gulrajani et al. use lr 1e-4 and betas (0, 0.9) for WGAN-GP.
 
-    DDP: each backward uses only one network's parameters, so run with `strategy="ddp_find_unused_parameters_true"`
-    (plain "ddp" stops with Lightning's unused-parameters error; Lightning issue #20328).
+    DDP: each backward uses only one network's parameters, which plain DDP rejects (Lightning issue #20328); `setup`
+    therefore switches on `find_unused_parameters` before the strategy wraps the model, so `--trainer.strategy ddp`
+    works as it is.
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, image_shape: Sequence[int], latent_dim: int,
@@ -161,6 +164,12 @@ class Adversarial(LightningModule):
                              f"but got a batch of shape {tuple(x.shape)}; set image_shape to match the data")
 
     # --- Lightning ---
+    def setup(self, stage: str) -> None:
+        # Runs before the strategy wraps the model in DistributedDataParallel, which reads these kwargs then.
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, DDPStrategy) and not isinstance(strategy.model, DistributedDataParallel):
+            strategy._ddp_kwargs["find_unused_parameters"] = True  # G's step leaves D's parameters unused, and back
+
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         real, _ = batch
         self.check_shape(real)

@@ -1,0 +1,232 @@
+"""Training speed of the course ConvVAE on SVHN-shaped data, three ways, in images per second (not a test).
+
+  course   the course notebook: torchvision.datasets.SVHN + ToTensor + DataLoader + a plain PyTorch loop
+  genlab   `Trainer.fit` with genlab's SVHN datamodule (the uint8 fast path) and the same model
+  ceiling  the same forward/backward/Adam step on one pre-made batch: no data loading at all
+
+The model is genlab's `ConvVAE` preset, which is the course's: three stride-2 convs (32, 64, 128), latent 128,
+Bernoulli likelihood, Adam 1e-3, batch 128. Each way runs in its own process, so its peak host memory (RSS) is its
+own; on a GPU the peak CUDA memory is reported too. Runs on the CPU, and on the GPU (fp32 and bf16-mixed) when one is
+present. Without SVHN's `train_32x32.mat` under --root, a synthetic file in SVHN's real format (random pixels) is
+written first to --cache. Each way runs `--rounds` times, interleaved, and its best round counts (on a shared
+machine the load changes between runs; `uptime`'s load average is printed before and after).
+
+    python benchmarks/speed.py                     # CPU with 2 threads (+ GPU when present)
+    python benchmarks/speed.py --steps 200 --device cuda
+
+The last line reads `speed: genlab/course=<ratio> genlab/ceiling=<ratio>`, for the GPU in fp32 when one was
+measured, else for the CPU.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # genlab from this checkout, installed or not
+
+BATCH, LR, SHAPE = 128, 1e-3, (3, 32, 32)
+SVHN_FILE = "train_32x32.mat"
+
+
+def svhn_root(root: Path | None, cache: Path, num_images: int) -> Path:
+    """A folder holding train_32x32.mat: --root if it has one, else a synthetic file of the same format."""
+    if root is not None and (root / SVHN_FILE).is_file():
+        return root
+    path = cache / SVHN_FILE
+    if not path.is_file():
+        from scipy.io import savemat
+        rng = np.random.default_rng(0)
+        cache.mkdir(parents=True, exist_ok=True)
+        print(f"writing a synthetic SVHN file ({num_images} images) to {path}", file=sys.stderr)
+        x = rng.integers(0, 256, (32, 32, 3, num_images), dtype=np.uint8)  # SVHN's layout: X (H, W, C, N)
+        y = rng.integers(1, 11, (num_images, 1), dtype=np.uint8)  # labels 1..10, 10 meaning the digit 0
+        savemat(path, {"X": x, "y": y})
+    return cache
+
+
+def make_model(device: str):
+    from genlab.models import ConvVAE
+    torch.manual_seed(0)
+    return ConvVAE(SHAPE, latent_dim=128, widths=(32, 64, 128), lr=LR).to(device)
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def plain_loop(model, batches, device: str, steps: int, warmup: int, bf16: bool) -> float:
+    """Seconds for `steps - warmup` steps of forward/backward/Adam over `batches` (an iterator of (x, y))."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    model.train()
+    for step in range(steps):
+        if step == warmup:
+            sync(device)
+            start = time.perf_counter()
+        x, _ = next(batches)
+        x = x.to(device, non_blocking=True)
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
+            loss = model.loss(x)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def course(root: Path, device: str, steps: int, warmup: int, bf16: bool, workers: int) -> float:
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+    class UncheckedSVHN(datasets.SVHN):  # the stock class, minus its md5 check (which a synthetic file fails)
+        def _check_integrity(self) -> bool:
+            return True
+
+    dataset = UncheckedSVHN(str(root), split="train", transform=transforms.ToTensor())
+    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers,
+                        pin_memory=device.startswith("cuda"))
+
+    def forever():
+        while True:
+            yield from loader
+    return plain_loop(make_model(device), forever(), device, steps, warmup, bf16)
+
+
+def ceiling(device: str, steps: int, warmup: int, bf16: bool) -> float:
+    x = torch.rand(BATCH, *SHAPE, generator=torch.Generator().manual_seed(0))
+    batch = (x.to(device), torch.zeros(BATCH, dtype=torch.long))
+
+    def same():
+        while True:
+            yield batch
+    return plain_loop(make_model(device), same(), device, steps, warmup, bf16)
+
+
+def genlab_fit(root: Path, device: str, steps: int, warmup: int, bf16: bool, on_device: bool) -> float:
+    from lightning import Callback, Trainer
+
+    from genlab.datamodules import SVHN
+
+    class Clock(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == warmup:
+                sync(device)
+                self.start = time.perf_counter()
+
+        def on_train_end(self, trainer, pl_module):
+            sync(device)
+            self.seconds = time.perf_counter() - self.start
+
+    clock = Clock()
+    accelerator = "gpu" if device.startswith("cuda") else "cpu"
+    trainer = Trainer(accelerator=accelerator, devices=1, max_steps=steps, precision="bf16-mixed" if bf16 else "32",
+                      limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[clock])
+    data = SVHN(root=str(root), verify=False, batch_size=BATCH, val_fraction=0.0, on_device=on_device)
+    trainer.fit(make_model("cpu"), datamodule=data)
+    return clock.seconds
+
+
+def run_way(args) -> None:
+    """Child process: one way on one device; prints a JSON line."""
+    torch.set_num_threads(args.threads)
+    root, bf16 = Path(args.data), args.precision == "bf16"
+    base = current_rss_mb()
+    if args.way == "course":
+        seconds = course(root, args.device, args.steps, args.warmup, bf16, args.workers)
+    elif args.way == "genlab":
+        seconds = genlab_fit(root, args.device, args.steps, args.warmup, bf16, args.on_device)
+    else:
+        seconds = ceiling(args.device, args.steps, args.warmup, bf16)
+    result = {"images_per_s": (args.steps - args.warmup) * BATCH / seconds, "peak_rss_mb": rss_mb(),
+              "start_rss_mb": base}
+    if args.device.startswith("cuda"):
+        result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print("RESULT " + json.dumps(result))
+
+
+def measure(args, way: str, device: str, precision: str, data: Path) -> dict:
+    command = [sys.executable, __file__, "--way", way, "--device", device, "--precision", precision,
+               "--data", str(data), "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--threads", str(args.threads), "--workers", str(args.workers)]
+    if args.on_device:
+        command.append("--on-device")
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"{way} on {device} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=os.environ.get("GENLAB_DATA"), help="folder with SVHN's .mat")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "genlab-speed")
+    parser.add_argument("--num-images", type=int, default=73257, help="size of a synthetic file (SVHN's train)")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU runs)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the best of each way counts")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the course loop")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--on-device", action="store_true", help="genlab keeps the uint8 split on the GPU")
+    parser.add_argument("--way", choices=["course", "genlab", "ceiling"], help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.way:
+        return run_way(args)
+
+    data = svhn_root(args.root, args.cache, args.num_images)
+    from scipy.io import whosmat
+    n_images = dict((name, shape) for name, shape, _ in whosmat(data / SVHN_FILE))["X"][3]
+    dataset_mb = n_images * 3 * 32 * 32 / 2**20
+    configs = [("cpu", "fp32")] if args.device in ("auto", "cpu") else []
+    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
+        configs += [("cuda", "fp32"), ("cuda", "bf16")]
+    print(f"SVHN-shaped data: {n_images} images, uint8 {dataset_mb:.0f} MB ({data / SVHN_FILE}); batch {BATCH}, "
+          f"{args.steps} steps ({args.warmup} warm-up); CPU threads {args.threads}; load: {os.getloadavg()}")
+    last = None
+    for device, precision in configs:
+        # Rounds interleave the ways and keep each way's best: on a shared machine, load comes and goes.
+        rounds = [{way: measure(args, way, device, precision, data) for way in ("course", "genlab", "ceiling")}
+                  for _ in range(args.rounds)]
+        results = {way: max((r[way] for r in rounds), key=lambda r: r["images_per_s"]) for way in rounds[0]}
+        if args.rounds > 1:
+            print(f"{device:4s} {precision}  images/s per round: " + "; ".join(
+                f"{way} " + " ".join(f"{r[way]['images_per_s']:.0f}" for r in rounds) for way in results))
+        for way, r in results.items():
+            memory = f"peak RSS {r['peak_rss_mb']:.0f} MB (start {r['start_rss_mb']:.0f} MB)"
+            if "cuda_peak_mb" in r:
+                memory += f", CUDA peak {r['cuda_peak_mb']:.0f} MB"
+            print(f"{device:4s} {precision}  {way:8s} {r['images_per_s']:9.0f} images/s   {memory}")
+        b_a = results["genlab"]["images_per_s"] / results["course"]["images_per_s"]
+        b_c = results["genlab"]["images_per_s"] / results["ceiling"]["images_per_s"]
+        extra = results["genlab"]["peak_rss_mb"] - results["ceiling"]["peak_rss_mb"]
+        print(f"{device:4s} {precision}  genlab/course={b_a:.2f} genlab/ceiling={b_c:.2f}; genlab's host memory "
+              f"beyond the ceiling run: {extra:.0f} MB = {extra / dataset_mb:.2f}x the uint8 dataset")
+        if last is None or (device, precision) == ("cuda", "fp32"):
+            last = (b_a, b_c)
+    print(f"load average after: {os.getloadavg()}")
+    print(f"speed: genlab/course={last[0]:.2f} genlab/ceiling={last[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
