@@ -99,3 +99,21 @@ def test_identity_flows_give_an_unbiased_kl_estimate():
     h = torch.randn(1, bottleneck.in_features).repeat(20000, 1)
     closed_form = bottleneck.base(h[:, : 2 * DIM])[1]["kl"]
     assert torch.allclose(bottleneck(h)[1]["kl"], closed_form, rtol=0.05, atol=0.02)
+
+
+@pytest.mark.parametrize("name", ["planar", "iaf"])
+def test_sample_with_log_prob_is_the_change_of_variables(name):
+    """k draws per input: each is a forward pass with log q_K = log q0 - log_det, the context shared by the draws."""
+    flows = [randomise(FLOWS[name]()).float() for _ in range(2)]
+    bottleneck = FlowGaussianBottleneck(GaussianBottleneck(DIM), flows)
+    h = torch.randn(3, bottleneck.in_features)
+    torch.manual_seed(5)
+    z, log_q = bottleneck.sample_with_log_prob(h, num_samples=7)
+    torch.manual_seed(5)
+    z0, log_q0 = bottleneck.base.sample_with_log_prob(h[:, : 2 * DIM], num_samples=7)
+    assert z.shape == (7, 3, DIM) and log_q.shape == (7, 3)
+    for i in range(7):
+        expected, log_det = bottleneck._flow(z0[i], bottleneck._split(h)[1])
+        assert torch.allclose(z[i], expected, atol=1e-6) and torch.allclose(log_q[i], log_q0[i] - log_det, atol=1e-5)
+    q0 = bottleneck.base.posterior(h[:, : 2 * DIM])
+    assert torch.allclose(log_q0, q0.log_prob(z0).sum(-1))

@@ -141,3 +141,11 @@ def test_a_short_fit_lowers_the_loss():
                       enable_model_summary=False, enable_checkpointing=False)
     trainer.fit(model, DataLoader(TensorDataset(data, torch.zeros(64)), batch_size=16))
     assert model.loss(data)["loss"].item() < 0.5 * before
+
+
+def test_likelihood_applies_to_vaes_only_and_weights_have_k_rows(images):
+    vae, ae = MODELS["vae"](), MODELS["ae"]()
+    assert vae.has_likelihood and not ae.has_likelihood
+    assert vae.log_importance_weights(images, num_samples=5).shape == (5, len(images))
+    with pytest.raises(TypeError, match="no density"):
+        ae.log_importance_weights(images)

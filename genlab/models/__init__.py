@@ -1,6 +1,7 @@
 """genlab's models: `from genlab.models import ConvVAE` works in any project with a plain `lightning.Trainer`."""
 
 from .autoencoder import Autoencoder
+from .classifier import Classifier
 from .gan import DCGAN, GAN, Adversarial
 from .ppca import PPCA
 from .presets import AE, CVAE, VAE, BaselineNN, ConvAE, ConvVAE, DenoisingAE, FlowVAE
@@ -9,4 +10,5 @@ from .quantizer import VectorQuantizer
 from .vqvae import VQVAE, CodePrior
 
 __all__ = ["AE", "VAE", "ConvAE", "ConvVAE", "DenoisingAE", "CVAE", "BaselineNN", "FlowVAE", "PPCA", "VQVAE",
-           "CodePrior", "GAN", "DCGAN", "Adversarial", "Autoencoder", "VectorQuantizer", "LatentModel", "Sampler"]
+           "CodePrior", "GAN", "DCGAN", "Adversarial", "Autoencoder", "VectorQuantizer", "LatentModel", "Sampler",
+           "Classifier"]

@@ -6,7 +6,7 @@ import torch
 from lightning import LightningModule
 from torch import Tensor, nn
 
-from .losses import LIKELIHOODS, reconstruction_nll
+from .losses import LIKELIHOODS, reconstruction_nll, reconstruction_nll_per_image, standard_normal_log_prob
 
 Batch = tuple[Tensor, Tensor]
 
@@ -104,6 +104,32 @@ class Autoencoder(LightningModule):
         if not hasattr(self.bottleneck, "kl_per_dim"):
             raise TypeError(f"{type(self).__name__} has a {type(self.bottleneck).__name__}, which has no KL term")
         return self.bottleneck.kl_per_dim(self._features(x, y)[0])
+
+    # --- likelihood (genlab.models.protocols.LikelihoodModel) ---
+    @property
+    def has_likelihood(self) -> bool:
+        """Whether `log_importance_weights` applies: a stochastic bottleneck with a density q(z|x) (VAE, flow VAE)."""
+        return hasattr(self.bottleneck, "sample_with_log_prob")
+
+    def log_importance_weights(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1,
+                               generator: torch.Generator | None = None) -> Tensor:
+        """log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x) for z_i ~ q(z|x), (num_samples, B), nats per image.
+
+        logsumexp over i minus log k is the IWAE bound on log p(x) (Burda et al., 2016); the mean over i estimates
+        the ELBO. Memory grows with num_samples * B decodes: callers chunk k (see `genlab.metrics.likelihood`).
+        """
+        if not self.has_likelihood:
+            raise TypeError(f"{type(self).__name__} has a {type(self.bottleneck).__name__}, which has no density "
+                            f"q(z|x): importance-weighted likelihoods need a Gaussian or flow bottleneck")
+        self.check_shape(x)
+        h, c = self._features(x, y)
+        z, log_q = self.bottleneck.sample_with_log_prob(h, num_samples, generator)  # (k, B, L), (k, B)
+        k, batch = log_q.shape
+        flat_c = None if c is None else c.expand(k, *c.shape).reshape(k * batch, -1)
+        logits = self._decode_logits(z.reshape(k * batch, -1), flat_c)
+        targets = x.expand(k, *x.shape).reshape(k * batch, *x.shape[1:])
+        log_px_z = -reconstruction_nll_per_image(logits, targets, self.likelihood, self.sigma).reshape(k, batch)
+        return log_px_z + standard_normal_log_prob(z) - log_q
 
     # --- the objective ---
     def term_weights(self) -> dict[str, float]:

@@ -5,7 +5,8 @@ terms in nats per image (summed over latent dimensions, averaged over the batch)
 term's weight in the objective (terms without a weight are logged diagnostics); `encode(h)` is the deterministic
 code; `sample_prior` draws z on the CPU.
 `in_features` is how many features the encoder must produce. Optional members the loop uses when present:
-`weights_at(step)` (scheduled weights), `kl_weight(step)`, `kl_per_dim(h)` and `sample_posterior(h, generator)`.
+`weights_at(step)` (scheduled weights), `kl_weight(step)`, `kl_per_dim(h)`, `sample_posterior(h, generator)` and
+`sample_with_log_prob(h, num_samples, generator)` (k draws of z with log q(z|x): importance-weighted likelihoods).
 """
 
 from collections.abc import Sequence
@@ -98,6 +99,14 @@ class GaussianBottleneck(IdentityBottleneck):
         noise = torch.randn(q.loc.shape, generator=generator).to(q.loc.device)  # CPU noise, as in sample_prior
         return q.loc + q.scale * noise
 
+    def sample_with_log_prob(self, h: Tensor, num_samples: int,
+                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """`num_samples` draws z ~ q(z|x) per input, (k, B, latent_dim), and their log q(z|x), (k, B)."""
+        q = self.posterior(h)
+        noise = torch.randn((num_samples, *q.loc.shape), generator=generator).to(q.loc.device)
+        z = q.loc + q.scale * noise
+        return z, q.log_prob(z).sum(dim=-1)
+
     def kl_per_dim(self, h: Tensor) -> Tensor:
         """KL of each latent dimension averaged over the batch, (latent_dim,): which dimensions carry information."""
         q = self.posterior(h)
@@ -159,6 +168,16 @@ class FlowGaussianBottleneck(nn.Module):
     def sample_posterior(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
         base_h, contexts = self._split(h)
         return self._flow(self.base.sample_posterior(base_h, generator), contexts)[0]
+
+    def sample_with_log_prob(self, h: Tensor, num_samples: int,
+                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """k draws z_K ~ q_K(z|x) per input, (k, B, latent_dim), and log q_K(z_K|x) = log q0(z_0) - sum log|det|."""
+        base_h, contexts = self._split(h)
+        z0, log_q0 = self.base.sample_with_log_prob(base_h, num_samples, generator)
+        k, batch = log_q0.shape
+        repeated = [ctx.expand(k, *ctx.shape).reshape(k * batch, -1) for ctx in contexts]  # same context per draw
+        z, log_det = self._flow(z0.reshape(k * batch, -1), repeated)
+        return z.reshape(k, batch, -1), log_q0 - log_det.reshape(k, batch)
 
     def sample_prior(self, num_samples: int, generator: torch.Generator | None = None,
                      temperature: float = 1.0) -> Tensor:

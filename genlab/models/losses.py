@@ -12,24 +12,44 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 
 def bernoulli_nll(logits: Tensor, x: Tensor) -> Tensor:
     """-log p(x | logits) for x in [0, 1], from logits (safe under autocast); (B, ...) -> scalar."""
+    return bernoulli_nll_per_image(logits, x).mean()
+
+
+def bernoulli_nll_per_image(logits: Tensor, x: Tensor) -> Tensor:
+    """-log p(x | logits) of each image, (B, ...) -> (B,): a normalised likelihood only for binary x."""
     nll = F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none")
-    return nll.flatten(1).sum(dim=1).mean()
+    return nll.flatten(1).sum(dim=1)
 
 
 def gaussian_nll(mean: Tensor, x: Tensor, sigma: float) -> Tensor:
     """-log N(x | mean, sigma^2 I) with a fixed sigma: 0.5 * ||x - mean||^2 / sigma^2 + D/2 * log(2 pi sigma^2)."""
+    return gaussian_nll_per_image(mean, x, sigma).mean()
+
+
+def gaussian_nll_per_image(mean: Tensor, x: Tensor, sigma: float) -> Tensor:
+    """-log N(x | mean, sigma^2 I) of each image, (B, ...) -> (B,)."""
     squared = (x.float() - mean.float()).pow(2).flatten(1).sum(dim=1)
     dims = x[0].numel()
-    return (0.5 * squared / sigma**2).mean() + 0.5 * dims * math.log(2 * math.pi * sigma**2)
+    return 0.5 * squared / sigma**2 + 0.5 * dims * math.log(2 * math.pi * sigma**2)
 
 
 def reconstruction_nll(logits: Tensor, x: Tensor, likelihood: str, sigma: float = 1.0) -> Tensor:
     """The decoder's -log p(x|z); decoders emit logits and the Gaussian mean is sigmoid(logits), kept in [0, 1]."""
+    return reconstruction_nll_per_image(logits, x, likelihood, sigma).mean()
+
+
+def reconstruction_nll_per_image(logits: Tensor, x: Tensor, likelihood: str, sigma: float = 1.0) -> Tensor:
+    """`reconstruction_nll` of each image, (B,): what importance weighting needs."""
     if likelihood == "bernoulli":
-        return bernoulli_nll(logits, x)
+        return bernoulli_nll_per_image(logits, x)
     if likelihood == "gaussian":
-        return gaussian_nll(torch.sigmoid(logits.float()), x, sigma)
+        return gaussian_nll_per_image(torch.sigmoid(logits.float()), x, sigma)
     raise ValueError(f"likelihood={likelihood!r} is unknown; choose one of {LIKELIHOODS}")
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z; 0, I) summed over the last dimension: the prior term of every Gaussian-prior model."""
+    return -0.5 * (z.float().pow(2) + math.log(2 * math.pi)).sum(dim=-1)
 
 
 def gaussian_kl(mean: Tensor, std: Tensor) -> Tensor:

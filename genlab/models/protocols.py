@@ -24,3 +24,16 @@ class Sampler(Protocol):
     """A model with a prior: `sample` draws noise on the CPU from `generator`, then decodes on the model's device."""
 
     def sample(self, num_samples: int, y: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class LikelihoodModel(Protocol):
+    """A model with an encoder q(z|x) and a likelihood p(x|z)p(z): importance weights for log p(x) (Burda et al.,
+    2016). `has_likelihood` is False for members of a family that lack one (e.g. a deterministic autoencoder)."""
+
+    has_likelihood: bool
+
+    def log_importance_weights(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1,
+                               generator: torch.Generator | None = None) -> Tensor:
+        """(num_samples, B): log p(x|z_i) + log p(z_i) - log q(z_i|x), z_i ~ q(z|x), in nats per image."""
+        ...

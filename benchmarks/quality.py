@@ -1,0 +1,103 @@
+"""Test log-likelihood on dynamically binarised MNIST: VAE vs planar-flow VAEs vs IAF, against the papers (not a test).
+
+The model is the IWAE paper's one-stochastic-layer VAE (Burda et al., 2016): 784 -> 200 -> 200 -> 50 latents, and
+the mirror decoder, Bernoulli likelihood; genlab's `VAE` and `FlowVAE` presets with hidden=(200, 200),
+latent_dim=50 (ReLU between layers: the papers used tanh, the presets have no activation switch). Training
+images are re-binarised on every epoch (Bernoulli draws of the grey levels); the test images are one seeded draw.
+Each model is evaluated with k importance samples (`genlab.metrics.evaluate_likelihood`; 5000 in the papers).
+
+    python benchmarks/quality.py --root ../shared/data                         # paper setting: long on a CPU
+    python benchmarks/quality.py --root ../shared/data --epochs 1 --k 100 --test-images 1000 --flows 10
+
+Paper anchors, -log p(x) in nats: VAE 86.76 (Burda et al., 2016, k=1 training, 5000-sample estimate);
+planar flows K=10 87.5 and K=80 85.1, with their own VAE at 89.9 (Rezende & Mohamed, 2015).
+"""
+
+import argparse
+import time
+
+import torch
+
+from genlab.datamodules import MNIST
+from genlab.metrics import evaluate_likelihood
+from genlab.models import VAE, FlowVAE
+
+ANCHORS = {"VAE": "86.76 (Burda k=1) / 89.9 (R&M)", "planar K=10": "87.5 (R&M)", "planar K=80": "85.1 (R&M)"}
+ARCHITECTURE = dict(image_shape=(1, 28, 28), latent_dim=50, hidden=(200, 200))
+
+
+def build(name: str) -> torch.nn.Module:
+    """"VAE", "planar K=<n>" or "IAF K=<n>" with the IWAE paper's layer sizes."""
+    if name == "VAE":
+        return VAE(**ARCHITECTURE)
+    flow, steps = name.split(" K=")
+    return FlowVAE(**ARCHITECTURE, flow=flow.lower(), num_flows=int(steps))
+
+
+def load(root: str, split: str, limit: int | None) -> torch.Tensor:
+    """Grey MNIST images in [0, 1], (N, 1, 28, 28), the first `limit` of `split`."""
+    images, _ = MNIST(root=root).load_split(split)
+    return images[:limit].float() / 255
+
+
+def train(model: torch.nn.Module, grey: torch.Tensor, epochs: int, batch_size: int, lr: float, seed: int) -> float:
+    """Adam on the negative ELBO, fresh binarisation every epoch; returns seconds spent."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        binary = torch.bernoulli(grey, generator=generator)
+        for index in torch.randperm(len(grey), generator=generator).split(batch_size):
+            loss = model.loss(binary[index])["loss"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default="../shared/data", help="folder holding MNIST/raw")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--k", type=int, default=5000, help="importance samples per test image")
+    parser.add_argument("--test-images", type=int, default=None, help="first N test images (default: all 10000)")
+    parser.add_argument("--train-images", type=int, default=None, help="first N training images (default: all)")
+    parser.add_argument("--flows", type=int, nargs="*", default=[10, 80], help="planar flow lengths K")
+    parser.add_argument("--iaf", type=int, nargs="*", default=[2], help="IAF lengths (none: skip IAF)")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--chunk-size", type=int, default=100, help="importance samples per batch (memory)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    train_grey = load(args.root, "train", args.train_images)
+    test_grey = load(args.root, "test", args.test_images)
+    test = torch.bernoulli(test_grey, generator=torch.Generator().manual_seed(args.seed + 2))  # one fixed draw
+    batches = [(x, torch.zeros(len(x), dtype=torch.long)) for x in test.split(100)]
+    names = ["VAE", *(f"planar K={k}" for k in args.flows), *(f"IAF K={k}" for k in args.iaf)]
+    rows = []
+    for name in names:
+        torch.manual_seed(args.seed)
+        model = build(name)
+        seconds = train(model, train_grey, args.epochs, args.batch_size, args.lr, args.seed)
+        model.eval()
+        start = time.perf_counter()
+        result = evaluate_likelihood(model, batches, args.k, args.chunk_size, seed=args.seed)
+        rows.append({"model": name, "epochs": args.epochs, "k": args.k, "test_images": len(test),
+                     "nll": result["iwae_nll"], "neg_elbo": result["neg_elbo"], "train_s": seconds,
+                     "eval_s": time.perf_counter() - start, "paper": ANCHORS.get(name, "-")})
+        print(f"done: {name}", flush=True)
+    print(f"\nMNIST, dynamic binarisation, {len(train_grey)} training images, -log p(x) in nats "
+          f"(IWAE estimate, k={args.k}, first {len(test)} test images)")
+    print(f"{'model':<14}{'epochs':>7}{'-log p(x)':>11}{'-ELBO':>9}{'train s':>9}{'eval s':>8}  paper -log p(x)")
+    for row in rows:
+        print(f"{row['model']:<14}{row['epochs']:>7}{row['nll']:>11.2f}{row['neg_elbo']:>9.2f}{row['train_s']:>9.0f}"
+              f"{row['eval_s']:>8.0f}  {row['paper']}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""`Classifier`: a small conv net trained by genlab itself, whose penultimate layer is the feature space for FID/KID
+on machines that cannot download Inception weights (`genlab fit --model Classifier --data MNIST`)."""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torch import Tensor, nn
+
+from .blocks import ConvEncoder, check_positive
+
+Batch = tuple[Tensor, Tensor]
+
+
+class Classifier(LightningModule):
+    """Conv net for any `image_shape` and `num_classes`: stride-2 convs (`widths`), a `feature_dim` ReLU layer (the
+    features, `features(x)`), then a linear layer to class logits. Logs loss and accuracy for train/val/test.
+
+    `image_shape` and `num_classes` are linked from the datamodule by the CLI.
+    """
+
+    def __init__(self, image_shape: Sequence[int] = (1, 28, 28), num_classes: int | None = 10,
+                 widths: Sequence[int] = (32, 64), feature_dim: int = 128, lr: float = 1e-3) -> None:
+        super().__init__()
+        if num_classes is None or num_classes < 2:
+            raise ValueError(f"num_classes={num_classes!r}: a Classifier needs a dataset with >= 2 classes")
+        check_positive(image_shape=image_shape, widths=widths, feature_dim=feature_dim)
+        if lr <= 0:
+            raise ValueError(f"lr={lr} must be positive")
+        self.save_hyperparameters()
+        self.image_shape, self.num_classes, self.feature_dim, self.lr = tuple(image_shape), num_classes, feature_dim, lr
+        self.body = nn.Sequential(ConvEncoder(image_shape, feature_dim, widths), nn.ReLU())
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate-layer features (B, feature_dim) of images in [0, 1]."""
+        return self.body(x.to(self.device, torch.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits (B, num_classes)."""
+        return self.head(self.features(x))
+
+    def _shared_step(self, batch: Batch, stage: str) -> Tensor:
+        x, y = batch
+        if tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"Classifier was built for images of shape {self.image_shape} but got a batch of "
+                             f"shape {tuple(x.shape)}; set image_shape to match the data")
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        accuracy = (logits.argmax(dim=1) == y).float().mean()
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=stage != "train")
+        self.log(f"{stage}/accuracy", accuracy, prog_bar=stage != "train", batch_size=len(x),
+                 sync_dist=stage != "train")
+        return loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
