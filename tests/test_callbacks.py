@@ -256,4 +256,5 @@ def test_render_from_checkpoint_writes_each_figure(run, tmp_path):
         assert path == tmp_path / f"{figure}.png" and read_png(path).std() > 0.05
     with pytest.raises(ValueError, match="latent_pca"):
         render_from_checkpoint(ckpt, TinyImages(), "nope", tmp_path, ConvVAE)
-    assert set(FIGURES) == {"samples", "reconstructions", "interpolation", "traversal", "latent_pca", "latent_2d"}
+    assert set(FIGURES) == {"samples", "reconstructions", "interpolation", "traversal", "latent_pca", "latent_2d",
+                            "conditional", "codebook"}

@@ -182,7 +182,19 @@ def test_vqvae_records_exactly_its_arguments():
         "lr"}
 
 
-@pytest.mark.parametrize("options", [{}, {"ema": True, "dead_code_steps": 5, "kmeans_init": True}])
+PLAIN = {"ema": False, "kmeans_init": False, "dead_code_steps": 0}  # the paper's plain VQ: the ablation baseline
+
+
+def test_defaults_are_the_healthy_codebook_and_plain_vq_is_a_setting():
+    vq = VQVAE(**TINY).bottleneck
+    assert vq.ema and vq.decay == 0.99 and vq.dead_code_steps == 20 and not vq.initialized  # k-means on batch 1
+    assert vq.weights == {"commitment": 0.25} and not vq.codebook.requires_grad
+    plain = VQVAE(**TINY, **PLAIN, commitment_cost=0.0).bottleneck
+    assert not plain.ema and plain.dead_code_steps == 0 and plain.initialized and plain.codebook.requires_grad
+    assert plain.weights == {"commitment": 0.0, "codebook": 1.0}
+
+
+@pytest.mark.parametrize("options", [PLAIN, {}], ids=["plain", "defaults"])
 def test_a_tiny_fit_lowers_the_reconstruction_loss(options):
     data = patterns()
     model = VQVAE(**TINY, lr=1e-2, **options)
@@ -255,9 +267,9 @@ def mnist(mnist_root):
 
 @pytest.fixture(scope="module")
 def mnist_vqvae(mnist) -> tuple[VQVAE, torch.Tensor, float, float]:
-    """A VQVAE after 150 steps on MNIST (EMA, restarts, k-means init), 512 val images, recon before, seconds."""
-    model = VQVAE(num_hiddens=64, num_residual_hiddens=32, num_embeddings=512, embedding_dim=32, ema=True,
-                  dead_code_steps=20, kmeans_init=True)
+    """A VQVAE after 150 steps on MNIST with the default codebook (EMA, restarts, k-means init), 512 val images,
+    recon before, seconds."""
+    model = VQVAE(num_hiddens=64, num_residual_hiddens=32, num_embeddings=512, embedding_dim=32)
     val_x = torch.stack([mnist.dataset("val")[i][0] for i in range(512)])
     with torch.no_grad():
         before = model.eval().loss(val_x)["recon"].item()
@@ -296,6 +308,7 @@ def test_code_prior_on_mnist_codes_lowers_held_out_nll(mnist_vqvae, mnist, tmp_p
           f"(uniform: {49 * math.log(512):.1f}), {time.perf_counter() - start:.1f} s")
     assert after < 0.8 * before
     assert prior.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 28, 28)
+
 
 def test_cli_fits_a_vqvae_then_its_code_prior(tmp_path):
     from genlab.cli import main

@@ -5,6 +5,7 @@ anything with `val_batch(n) -> (x, y)`, so the same drawing code serves a traini
 `render_from_checkpoint`.
 """
 
+import importlib
 import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,10 +21,18 @@ from .figures import log_figure
 PROTOCOL_MEMBERS = {LatentModel: ("encode", "decode", "reconstruct", "latent_dim"), Sampler: ("sample",)}
 
 
+def protocol_members(protocol: type) -> tuple[str, ...]:
+    """The names a protocol asks for: its attributes and public methods."""
+    if protocol in PROTOCOL_MEMBERS:
+        return PROTOCOL_MEMBERS[protocol]
+    methods = [name for name, value in vars(protocol).items() if callable(value) and not name.startswith("_")]
+    return tuple(methods) + tuple(getattr(protocol, "__annotations__", {}))
+
+
 def check_protocol(model: object, protocol: type, user: str) -> None:
     """Raise a TypeError naming the model and what it lacks when `model` does not implement `protocol`."""
     if not isinstance(model, protocol):
-        missing = [name for name in PROTOCOL_MEMBERS[protocol] if not hasattr(model, name)]
+        missing = [name for name in protocol_members(protocol) if not hasattr(model, name)]
         raise TypeError(f"{user} needs a {protocol.__name__} model; {type(model).__name__} lacks "
                         f"{', '.join(missing) or 'the required members'}")
 
@@ -99,6 +108,36 @@ def real_batch(data: object, n: int, device: torch.device) -> tuple[Tensor, Tens
     """`data.val_batch(n)` moved to the model's device."""
     x, y = data.val_batch(n)
     return x.to(device), y.to(device)
+
+
+def resolve_class(model_class: type | str) -> type:
+    """A class, or its import path ("genlab.models.ConvVAE"), as a class."""
+    if not isinstance(model_class, str):
+        return model_class
+    module, _, name = model_class.rpartition(".")
+    if not module:
+        raise ValueError(f"model_class={model_class!r} must be a dotted import path such as genlab.models.ConvVAE")
+    return getattr(importlib.import_module(module), name)
+
+
+def condition_kind(model: object) -> str | None:
+    """How a model is conditioned, found by decoding z = 0 (the protocol has no flag for it): None when `decode`
+    works without y, "label" when it takes integer labels, "image" when it needs images (e.g. a CVAE on an image
+    quarter). Models with no plain vector code to decode (spatial codes: `grid_shape`) count as unconditional."""
+    if not isinstance(model, LatentModel) or getattr(model, "grid_shape", None) is not None:
+        return None
+    device = getattr(model, "device", torch.device("cpu"))
+    z = torch.zeros(1, model.latent_dim, device=device)
+    with evaluating(model):  # eval: batch norm on one code would raise a ValueError of its own
+        for kind, y in ((None, None), ("label", torch.zeros(1, dtype=torch.long, device=device))):
+            try:
+                model.decode(z, y)
+                return kind
+            except ValueError:
+                continue
+            except Exception:  # noqa: BLE001 - a decoder that cannot take this probe at all: no condition to show
+                return None
+    return "image"
 
 
 def decode_condition(model: object, x: Tensor, y: Tensor) -> Tensor:

@@ -3,6 +3,9 @@
 from lightning import Callback
 
 from ..models.protocols import LatentModel, Sampler
+from .base import condition_kind
+from .codebook import CodebookModel, CodebookProjection
+from .conditional import ConditionalGrid
 from .interpolation import LatentInterpolation
 from .latent_pca import LatentPCA
 from .latent_space_2d import LatentSpace2D
@@ -15,15 +18,16 @@ from .traversal import LatentTraversal
 def default_callbacks(model: object, every_n_epochs: int = 1) -> list[Callback]:
     """Sampler -> SampleGrid; LatentModel -> Reconstructions, LatentInterpolation, LatentTraversal, LatentPCA
     (and LatentSpace2D when latent_dim == 2); always LossCurves. Models whose code is a spatial grid (a VQ-VAE's
-    `grid_shape`) get Reconstructions only, and models with `can_sample = False` no SampleGrid.
-
-    Conditional models (e.g. CVAE) get the same list; only Reconstructions and LatentInterpolation pass the
-    validation labels on as conditions so far."""
+    `grid_shape`) get Reconstructions only, plus CodebookProjection when they expose a codebook; models with
+    `can_sample = False` no SampleGrid. Conditional models (a CVAE, a BaselineNN) get the same list plus
+    ConditionalGrid."""
     callbacks: list[Callback] = []
     if isinstance(model, Sampler) and getattr(model, "can_sample", True):  # a VQ-VAE needs a CodePrior first
         callbacks.append(SampleGrid(every_n_epochs=every_n_epochs))
     if isinstance(model, LatentModel) and getattr(model, "grid_shape", None) is not None:
         callbacks.append(Reconstructions(every_n_epochs=every_n_epochs))  # spatial codes: no vector-latent plots
+        if isinstance(model, CodebookModel):
+            callbacks.append(CodebookProjection(every_n_epochs=every_n_epochs))
     elif isinstance(model, LatentModel) and model.latent_dim > 0:  # latent_dim 0: a baseline with no code to show
         callbacks += [Reconstructions(every_n_epochs=every_n_epochs),
                       LatentInterpolation(every_n_epochs=every_n_epochs),
@@ -31,4 +35,6 @@ def default_callbacks(model: object, every_n_epochs: int = 1) -> list[Callback]:
                       LatentPCA(every_n_epochs=every_n_epochs)]
         if model.latent_dim == 2:
             callbacks.append(LatentSpace2D(every_n_epochs=every_n_epochs))
+    if isinstance(model, Sampler) and condition_kind(model) is not None:
+        callbacks.append(ConditionalGrid(every_n_epochs=every_n_epochs))
     return callbacks + [LossCurves()]

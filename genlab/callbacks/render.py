@@ -1,11 +1,12 @@
 """`render_from_checkpoint`: one figure from a saved model, without training (the `genlab plot` command)."""
 
-import importlib
 from pathlib import Path
 
 from lightning import LightningModule
 
-from .base import FigureCallback
+from .base import FigureCallback, resolve_class
+from .codebook import CodebookProjection
+from .conditional import ConditionalGrid
 from .interpolation import LatentInterpolation
 from .latent_pca import LatentPCA
 from .latent_space_2d import LatentSpace2D
@@ -14,17 +15,8 @@ from .samples import SampleGrid
 from .traversal import LatentTraversal
 
 FIGURES: dict[str, type[FigureCallback]] = {cls.key: cls for cls in (
-    SampleGrid, Reconstructions, LatentInterpolation, LatentTraversal, LatentPCA, LatentSpace2D)}
-
-
-def resolve_class(model_class: type[LightningModule] | str) -> type[LightningModule]:
-    """A class, or its import path ("genlab.models.ConvVAE"), as a class."""
-    if not isinstance(model_class, str):
-        return model_class
-    module, _, name = model_class.rpartition(".")
-    if not module:
-        raise ValueError(f"model_class={model_class!r} must be a dotted import path such as genlab.models.ConvVAE")
-    return getattr(importlib.import_module(module), name)
+    SampleGrid, Reconstructions, LatentInterpolation, LatentTraversal, LatentPCA, LatentSpace2D, ConditionalGrid,
+    CodebookProjection)}
 
 
 def render_from_checkpoint(ckpt_path: str | Path, datamodule: object, figure: str, out_dir: str | Path,
@@ -32,12 +24,13 @@ def render_from_checkpoint(ckpt_path: str | Path, datamodule: object, figure: st
     """Load `model_class` from `ckpt_path` on the CPU and write `<out_dir>/<figure>.png`; returns that path.
 
     `figure` is one of `FIGURES` ("samples", "reconstructions", "interpolation", "traversal", "latent_pca",
-    "latent_2d"); `figure_args` go to that callback (e.g. `temperatures=(1.0, 20**0.5)`). `datamodule` needs
+    "latent_2d", "conditional", "codebook"); `figure_args` go to that callback (e.g. `temperatures=(1.0, 20**0.5)`
+    or `baseline_checkpoint=...`). `datamodule` needs
     `val_batch(n)` for every figure but "samples"; it is set up for "fit" here.
     """
     if figure not in FIGURES:
         raise ValueError(f"figure={figure!r} is unknown; choose one of {', '.join(FIGURES)}")
-    model = resolve_class(model_class).load_from_checkpoint(ckpt_path, map_location="cpu")
+    model = resolve_class(model_class).load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
     drawer = FIGURES[figure](**figure_args)
     drawer.check(model)
     if hasattr(datamodule, "setup"):

@@ -73,18 +73,21 @@ class VQVAE(Autoencoder):
     (B, H/4, W/4). The default likelihood is Bernoulli, as for the other presets; "gaussian" with a small `sigma`
     (e.g. 0.1) is the paper's MSE. With sigma = 1 the Gaussian term is so weak next to the summed commitment term
     that codes collapse. A VQ-VAE has no prior of its own, so `sample` raises: fit a `CodePrior` and sample from it.
-    Quantizer options (`ema`, `decay`, `dead_code_steps`, `kmeans_init`) are documented on `VectorQuantizer`; the
-    defaults are the paper's plain VQ. Measured on MNIST (150 steps, batch 128, 512 codes of dim 32, num_hiddens
-    64), codes used on 512 val images: plain 2%, EMA 1%, EMA + k-means 2%, EMA + k-means + `dead_code_steps=20` 94%
-    (reconstruction 117 -> 81 nats).
+    The codebook defaults keep it healthy (issue #4): EMA updates with `decay` 0.99, k-means initialisation from
+    the first batch and restarts of codes unused for `dead_code_steps` = 20 steps (see `VectorQuantizer`). The
+    paper's plain VQ is `ema=False, kmeans_init=False, dead_code_steps=0`; add `commitment_cost=0` for the
+    no-commitment ablation. Measured on MNIST (batch 128, 512 codes of dim 32, num_hiddens 64), codes used on
+    val images after 150 steps: plain 2%, EMA 1%, EMA + k-means 2%, EMA + k-means + `dead_code_steps=20` 94%;
+    after 300 steps, on 1000 val images: defaults 510/512 codes, perplexity 297, reconstruction 66.2 nats; plain
+    24/512, perplexity 11.4, 80.6 nats.
     """
 
     can_sample = False  # honest to callers such as the default figures: `sample` needs a CodePrior
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), num_hiddens: int = 128,
                  num_residual_hiddens: int = 32, num_residual_layers: int = 2, num_embeddings: int = 512,
-                 embedding_dim: int = 64, commitment_cost: float = 0.25, ema: bool = False, decay: float = 0.99,
-                 dead_code_steps: int = 0, kmeans_init: bool = False, likelihood: str = "bernoulli",
+                 embedding_dim: int = 64, commitment_cost: float = 0.25, ema: bool = True, decay: float = 0.99,
+                 dead_code_steps: int = 20, kmeans_init: bool = True, likelihood: str = "bernoulli",
                  sigma: float = 1.0, lr: float = 1e-3) -> None:
         check_positive(image_shape=image_shape, num_hiddens=num_hiddens, num_residual_hiddens=num_residual_hiddens,
                        num_embeddings=num_embeddings, embedding_dim=embedding_dim)
@@ -99,6 +102,16 @@ class VQVAE(Autoencoder):
     def grid_shape(self) -> tuple[int, int]:
         """(H', W') of the code grid."""
         return self.image_shape[1] // 4, self.image_shape[2] // 4
+
+    @property
+    def codebook(self) -> Tensor:
+        """The code vectors (num_embeddings, embedding_dim), detached: for figures such as `CodebookProjection`."""
+        return self.bottleneck.codebook.detach()
+
+    @torch.no_grad()
+    def encode_unquantized(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Encoder outputs z_e (B, embedding_dim, H/4, W/4) before quantisation; `encode` gives their codes."""
+        return self.encoder(x)
 
     @torch.no_grad()
     def encode_indices(self, x: Tensor) -> Tensor:
@@ -171,7 +184,7 @@ class CodePrior(LightningModule):
     def __init__(self, vqvae_checkpoint: str, hidden: int = 64, num_layers: int = 6, lr: float = 1e-3) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.vqvae = VQVAE.load_from_checkpoint(vqvae_checkpoint, map_location="cpu")
+        self.vqvae = VQVAE.load_from_checkpoint(vqvae_checkpoint, map_location="cpu", weights_only=True)
         self.vqvae.freeze()
         self.prior = PixelCNN(self.vqvae.bottleneck.num_embeddings, hidden, num_layers)
         self.lr, self.image_shape = lr, self.vqvae.image_shape
