@@ -4,47 +4,63 @@
     genlab fit --model VAE --data MNIST --data.root /path/to/data
     genlab test --model VAE --data MNIST --ckpt_path runs/.../checkpoints/last.ckpt
     genlab plot --ckpt_path runs/.../checkpoints/last.ckpt --figure traversal --model VAE --data MNIST
+    genlab report runs/lightning_logs/version_0   # one self-contained HTML page of a run
 """
 
 import argparse
 import inspect
+import netrc
+import os
 import sys
+from pathlib import Path
+from urllib.parse import urlparse
 
-from lightning import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint
+import lightning.pytorch.callbacks as lightning_callbacks
+import lightning.pytorch.loggers as lightning_loggers
+from lightning import Callback, LightningDataModule, LightningModule
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from . import datamodules, models
+from . import callbacks, datamodules, models, report
 from .callbacks import FIGURES, default_callbacks, render_from_checkpoint
+from .callbacks import reliability
+from .callbacks.compile import Compile
+from .callbacks.evaluation import TestMetrics
+from .callbacks.render import resolve_class
+from .errors import GenlabError, GenlabParser, check_names, innermost_message, public_classes, \
+    raised_by_genlab
+from .io import AtomicCheckpointIO, load_checkpoint
 
 DEFAULT_MODEL, DEFAULT_DATA = "ConvVAE", "Shapes"
 
 
-def public_classes(module: object, base: type) -> list[str]:
-    """Names a user may pass to --model / --data: the public subclasses of `base` in `module`."""
-    return sorted(name for name in module.__all__
-                  if inspect.isclass(cls := getattr(module, name)) and issubclass(cls, base) and cls is not base
-                  and not inspect.isabstract(cls) and name not in ("Autoencoder", "Adversarial", "ImageDataModule"))
+def name_choices() -> dict[str, tuple[str, list[str]]]:
+    """The flags whose value is a class name, and the names genlab accepts for each."""
+    callback_names = sorted({*public_classes(lightning_callbacks, Callback), *public_classes(callbacks, Callback),
+                             *public_classes(reliability, Callback)})
+    return {"--model": ("genlab model", public_classes(models, LightningModule, ("Autoencoder", "Adversarial"))),
+            "--data": ("genlab dataset", public_classes(datamodules, LightningDataModule, ("ImageDataModule",))),
+            "--trainer.callbacks": ("known callback", callback_names),
+            "--trainer.logger": ("known logger", public_classes(lightning_loggers, Logger))}
 
 
 def check_class_names(args: list[str]) -> None:
-    """Fail with the list of valid names when --model or --data names a class genlab does not have.
+    """Fail with the list of valid names when --model, --data, a callback or a logger names an unknown class.
 
     jsonargparse's own message ("Expected a dot import path...") lists nothing a user can pick from.
     """
-    choices = {"--model": public_classes(models, LightningModule),
-               "--data": public_classes(datamodules, LightningDataModule)}
-    for i, arg in enumerate(args):
-        flag, _, value = arg.partition("=")
-        if flag in choices and not value and i + 1 < len(args):
-            value = args[i + 1]
-        if flag in choices and value and "." not in value and value not in choices[flag]:
-            sys.exit(f"genlab: error: {flag} {value!r} is not a genlab {'model' if flag == '--model' else 'dataset'}; "
-                     f"choose one of: {', '.join(choices[flag])} (or a full import path to your own class)")
+    check_names(args, name_choices())
 
 
 class GenlabCLI(LightningCLI):
-    """LightningCLI with genlab's defaults: ConvVAE on Shapes, image shape linked from data, last + best checkpoints."""
+    """LightningCLI with genlab's defaults: ConvVAE on Shapes, image shape linked from data, last + best checkpoints
+    written atomically, a NaN/Inf guard, Ctrl-C/SIGTERM saving a checkpoint, and one-line errors."""
+
+    ckpt_hparams: dict = {}  # hyperparameters stored in --ckpt_path, once it has been checked
+    model_named = False  # whether --model was given on the command line
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.set_defaults({"model": DEFAULT_MODEL, "data": DEFAULT_DATA})
@@ -54,27 +70,150 @@ class GenlabCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.add_argument("--figures", type=bool, default=True,
                             help="Add the figure callbacks that fit the model (samples, reconstructions, ...)")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_argument("--non_finite_guard", type=bool, default=True,
+                            help="Stop at the first NaN/Inf loss term, gradient or weight (fit only)")
+        parser.add_argument("--compile", type=bool, default=False,
+                            help="torch.compile the model's networks (and channels-last for conv nets on CUDA)")
+        parser.add_class_arguments(TestMetrics, "metrics", instantiate=False)  # `genlab test --metrics.* ...`
+        parser.add_lightning_class_args(reliability.LatestCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.monitor": "val/loss",
                              "checkpoint.filename": "best-{epoch:03d}", "checkpoint.save_top_k": 1})
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        if args is None or isinstance(args, list):
+            argv = list(sys.argv[1:] if args is None else args)
+            check_class_names(argv)
+            self.model_named = any(a == "--model" or a.startswith("--model=") for a in argv)
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand and self.config[subcommand].get("ckpt_path") == "last":
+            self.config[subcommand].ckpt_path = find_last_checkpoint(self.config[subcommand], subcommand)
+
+    def _parse_ckpt_path(self) -> None:
+        """Check --ckpt_path before Lightning reads its hyperparameters: loadable without running code, and a
+        checkpoint of the model class asked for."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and path not in ("best", "hpc", "registry") and not str(path).startswith("registry:"):
+            self.ckpt_hparams = load_checkpoint(path).get("hyper_parameters", {})
+            check_model_class(path, self.ckpt_hparams, self.config[subcommand].model.class_path, self.model_named)
+        super()._parse_ckpt_path()
+
     def instantiate_classes(self) -> None:
-        super().instantiate_classes()
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        max_epochs = config.trainer.get("max_epochs")
+        if self.subcommand == "fit" and max_epochs is not None and (max_epochs == 0 or max_epochs < -1):
+            raise GenlabError(f"--trainer.max_epochs={max_epochs} is invalid; it must be a positive integer "
+                              f"(or -1 for no limit)")
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, MisconfigurationException) as error:
+            if isinstance(error, GenlabError) or not is_config_error(error):
+                raise
+            raise GenlabError(innermost_message(error)) from error
         # A link fills num_classes into the recorded hparams even for models without that argument; the
         # checkpoint must hold only what the model's __init__ takes, or reloading it fails.
         accepted = inspect.signature(type(self.model)).parameters
         for key in [k for k in self.model.hparams if k not in accepted and k != "_class_path"]:
             del self.model.hparams[key]
+        check_image_shape(self.model, self.datamodule, self.ckpt_hparams, config.get("ckpt_path"))
+        if self.subcommand and self.config_init[self.subcommand].get("weights_only", False) is None:
+            self.config_init[self.subcommand]["weights_only"] = True  # never unpickle code from --ckpt_path
+        if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        wandb_offline_without_key(self.trainer.loggers)
 
     def before_fit(self) -> None:
+        present = {type(callback) for callback in self.trainer.callbacks}
+        guards = [reliability.GracefulInterrupt(), reliability.RandomState()]
+        if self.config[self.subcommand].non_finite_guard:
+            guards.append(reliability.NonFiniteGuard())
+        # First in the list: the guard must run before ModelCheckpoint could save a non-finite step.
+        self.trainer.callbacks[:0] = [c for c in guards if type(c) not in present]
         if self.config[self.subcommand].figures:
-            present = {type(callback) for callback in self.trainer.callbacks}
             self.trainer.callbacks += [c for c in default_callbacks(self.model) if type(c) not in present]
+        if self.config[self.subcommand].compile and Compile not in present:
+            self.trainer.callbacks.append(Compile())
 
-    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        if args is None or isinstance(args, list):
-            check_class_names(list(sys.argv[1:] if args is None else args))
-        super().parse_arguments(parser, args)
+    def before_test(self) -> None:
+        """`genlab test` prints, logs and saves (test_metrics.json) every metric that applies to the model."""
+        if any(isinstance(c, TestMetrics) for c in self.trainer.callbacks):
+            return
+        options = dict(self.config[self.subcommand].metrics)
+        checkpoint = Path(self.config[self.subcommand].get("ckpt_path") or "")
+        if options.get("save_dir") is None and checkpoint.parent.name == "checkpoints":
+            options["save_dir"] = str(checkpoint.parent.parent)  # next to the trained run's figures and config
+        self.trainer.callbacks.append(TestMetrics(**options))
+
+
+def find_last_checkpoint(config: object, subcommand: str) -> str | None:
+    """`--ckpt_path last`: the newest last*.ckpt under --checkpoint.dirpath, else under the runs folder
+    (runs/lightning_logs/version_N/checkpoints/last.ckpt)."""
+    root = Path(config.checkpoint.get("dirpath") or config.trainer.get("default_root_dir") or "runs")
+    found = [p for p in root.rglob("last*.ckpt") if p.is_file()] if root.is_dir() else []
+    if found:
+        newest = max(found, key=lambda p: p.stat().st_mtime)
+        rank_zero_info(f"genlab: --ckpt_path last -> {newest}")
+        return str(newest)
+    if subcommand == "fit":  # set-and-forget: the first run of a resumable script starts from scratch
+        rank_zero_info(f"genlab: --ckpt_path last: no last.ckpt under {root} yet; starting a new run")
+        return None
+    raise GenlabError(f"--ckpt_path last: no last.ckpt under {root}; train first (genlab fit ...) or give the path")
+
+
+def check_model_class(path: str | Path, hparams: dict, class_path: str, named: bool = True) -> None:
+    """A checkpoint of another model class is refused, unless the model was left at its default (then the
+    checkpoint's class is used, as LightningCLI does)."""
+    saved = hparams.get("_class_path")
+    named = named or not same_class(class_path, f"{models.__name__}.{DEFAULT_MODEL}")  # e.g. from a config file
+    if saved and class_path and not same_class(saved, class_path) and named:
+        short = saved.rpartition(".")[2]
+        raise GenlabError(f"{path} is a checkpoint of {short}, not of {class_path.rpartition('.')[2]}; "
+                          f"pass --model {short} (or leave --model out) to load it")
+
+
+def same_class(path: str, other: str) -> bool:
+    """Whether two import paths name one class (genlab.models.VAE is genlab.models.presets.VAE)."""
+    try:
+        return resolve_class(path) is resolve_class(other)
+    except (ImportError, AttributeError, ValueError):
+        return path == other
+
+
+def check_image_shape(model: object, datamodule: object, ckpt_hparams: dict, ckpt_path: object) -> None:
+    """The model (or the checkpoint it is loaded from) must be built for the images the data delivers."""
+    data_shape = getattr(datamodule, "image_shape", None)
+    for shape, source in ((ckpt_hparams.get("image_shape"), f"the checkpoint {ckpt_path}"),
+                          (getattr(model, "image_shape", None), type(model).__name__)):
+        if data_shape is not None and shape is not None and tuple(shape) != tuple(data_shape):
+            raise GenlabError(f"{source} is built for images of shape {tuple(shape)} but {type(datamodule).__name__} "
+                              f"gives {tuple(data_shape)}; use data of the same shape (or a matching checkpoint)")
+
+
+def is_config_error(error: BaseException) -> bool:
+    """Errors from building the model/data/trainer that a user caused: our own checks, jsonargparse, Lightning's."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return (raised_by_genlab(error) or isinstance(error, MisconfigurationException)
+            or type(error).__module__.startswith("jsonargparse"))
+
+
+def wandb_offline_without_key(loggers: list[Logger]) -> None:
+    """With a WandbLogger, no WANDB_MODE and no API key (env or `wandb login`), log offline instead of prompting
+    or hanging on the network; `wandb sync` uploads the run later. The key itself is never read or logged."""
+    if not any(isinstance(logger, WandbLogger) for logger in loggers) or os.environ.get("WANDB_MODE"):
+        return
+    if os.environ.get("WANDB_API_KEY"):
+        return
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        if netrc.netrc().authenticators(host):
+            return
+    except (OSError, netrc.NetrcParseError):
+        pass
+    os.environ["WANDB_MODE"] = "offline"
+    rank_zero_info("genlab: no W&B API key found (WANDB_API_KEY or `wandb login`): logging offline; upload later "
+                   "with `wandb sync <save_dir>/wandb/offline-run-*`")
 
 
 def plot(args: list[str]) -> None:
@@ -83,27 +222,54 @@ def plot(args: list[str]) -> None:
     parser.add_argument("--ckpt_path", required=True)
     parser.add_argument("--figure", required=True, choices=sorted(FIGURES))
     parser.add_argument("--out_dir", default="figures")
+    parser.add_argument("--baseline_checkpoint", help="a BaselineNN checkpoint for --figure conditional")
     known, rest = parser.parse_known_args(args)
+    hparams = load_checkpoint(known.ckpt_path).get("hyper_parameters", {})  # refuses files that would run code
+    if hparams.get("_class_path") and not any(a == "--model" or a.startswith("--model=") for a in rest):
+        rest = [f"--model={hparams['_class_path']}", *rest]  # the checkpoint says which model it is
     cli = main(rest, run=False)  # the same --model / --data flags as fit, so the data is built the same way
-    path = render_from_checkpoint(known.ckpt_path, cli.datamodule, known.figure, known.out_dir, type(cli.model))
+    check_model_class(known.ckpt_path, hparams, f"{type(cli.model).__module__}.{type(cli.model).__name__}")
+    check_image_shape(cli.model, cli.datamodule, hparams, known.ckpt_path)
+    options = {"baseline_checkpoint": known.baseline_checkpoint} if known.baseline_checkpoint else {}
+    path = render_from_checkpoint(known.ckpt_path, cli.datamodule, known.figure, known.out_dir, type(cli.model),
+                                  **options)
     print(path)
 
 
+def user_error(error: BaseException) -> tuple[str, int] | None:
+    """(message, exit status) for an error the user can fix from its message alone; None for anything else."""
+    if isinstance(error, GenlabError):
+        return str(error), error.exit_code
+    if isinstance(error, datamodules.DatasetNotFoundError) or (
+            isinstance(error, ValueError) and raised_by_genlab(error)):
+        return str(error), 1
+    return None
+
+
 def main(args: ArgsType = None, run: bool = True) -> GenlabCLI | None:
-    """Entry point of the `genlab` console script and of the top-level `cli.py`."""
+    """Entry point of the `genlab` console script and of the top-level `cli.py`.
+
+    From the shell (args=None) a mistake prints one `genlab: error: ...` line and exits non-zero; from Python
+    the exception is raised (a `GenlabError` for bad arguments).
+    """
     argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
-    if run and argv[:1] == ["plot"]:
-        return plot(argv[1:])
     try:
+        if run and argv[:1] == ["plot"]:
+            return plot(argv[1:])
+        if run and argv[:1] == ["report"]:
+            return report.main(argv[1:])
         return GenlabCLI(
             LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-            trainer_defaults={"max_epochs": 10, "default_root_dir": "runs"},
+            trainer_defaults={"max_epochs": 10, "default_root_dir": "runs"}, parser_class=GenlabParser,
             save_config_kwargs={"overwrite": True}, args=args, run=run,
         )
-    except datamodules.DatasetNotFoundError as error:
-        if args is not None:  # called from Python: let the caller handle it
+    except Exception as error:  # noqa: BLE001 - anything not a user error is re-raised with its traceback
+        reported = user_error(error)
+        if args is not None or reported is None or os.environ.get("GENLAB_TRACEBACK"):
             raise
-        sys.exit(f"genlab: error: {error}")
+        message, status = reported
+        print(f"genlab: error: {message}", file=sys.stderr)
+        sys.exit(status)
 
 
 def console() -> None:

@@ -40,8 +40,8 @@ def test_fit_convvae_on_svhn_files_writes_last_checkpoint(tmp_path):
 
 
 def test_bare_fit_defaults_to_convvae_on_shapes(tmp_path):
-    cli = main(["fit", "--data.size=64", "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}",
-                *TINY_CONV, *QUIET])
+    cli = main(["fit", "--data.size=64", "--data.batch_size=16", "--trainer.max_epochs=1",
+                f"--trainer.default_root_dir={tmp_path}", *TINY_CONV, *QUIET])
     assert type(cli.model).__name__ == "ConvVAE" and type(cli.datamodule).__name__ == "Shapes"
     assert cli.model.image_shape == tuple(cli.datamodule.image_shape)
     assert any(p.name == "last.ckpt" for p in checkpoints(tmp_path))
@@ -64,7 +64,7 @@ def test_config_file_round_trip(tmp_path):
                           "--model.latent_dim=3", "--print_config"], capture_output=True, text=True, check=True)
     assert "class_path: genlab.models" in out.stdout and "latent_dim: 3" in out.stdout
     config.write_text(out.stdout)
-    cli = main(["fit", f"--config={config}", "--data.size=16", "--trainer.max_epochs=1",
+    cli = main(["fit", f"--config={config}", "--data.size=16", "--data.batch_size=8", "--trainer.max_epochs=1",
                 f"--trainer.default_root_dir={tmp_path}", *QUIET])
     assert type(cli.model).__name__ == "AE" and cli.model.latent_dim == 3
 

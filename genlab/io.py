@@ -1,0 +1,122 @@
+"""Reading files without running code from them: checkpoints through `torch.load(weights_only=True)`, dataset
+pickles through an allow-list unpickler.
+
+A pickle can name any importable callable and have it called on load (`__reduce__`), so an untrusted file could run
+arbitrary code. Both loaders refuse such files with an `UnsafeFileError` before anything in them is called.
+"""
+
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from fsspec.implementations.local import LocalFileSystem
+
+from .errors import GenlabError
+
+
+class UnsafeFileError(GenlabError):
+    """The file needs code execution to load (a pickled object that is not plain data): refused."""
+
+
+class CorruptFileError(GenlabError):
+    """The file is truncated or is not the format it should be."""
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    """A Lightning/torch checkpoint as a dict, loaded with weights_only=True (tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GenlabError(f"checkpoint {path} does not exist (or is not a file)")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True,
+                                mmap=zipfile.is_zipfile(path))  # mmap: cheap for a quick look at hparams
+    except pickle.UnpicklingError as error:  # torch's weights-only unpickler met a global it does not allow
+        raise UnsafeFileError(
+            f"refused to load {path}: it is not plain weights (loading it would run code: "
+            f"{_first_line(error)}); genlab loads checkpoints with weights_only=True, so use a checkpoint written "
+            f"by genlab/Lightning, or re-save a trusted one as a state dict") from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CorruptFileError(f"{path} is not a readable checkpoint (truncated or corrupt?): {_first_line(error)}") \
+            from error
+    if not isinstance(checkpoint, dict):
+        raise CorruptFileError(f"{path} is not a Lightning checkpoint: it holds a {type(checkpoint).__name__}, "
+                               f"not a dict with 'state_dict'")
+    return checkpoint
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays only; any other global (a function or class to call) is refused."""
+
+    ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    })
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+        return super().find_class(module, name)
+
+
+def load_pickle(path: str | Path, encoding: str = "latin1") -> Any:
+    """A pickle of plain data / numpy arrays (e.g. CIFAR's batches, written by Python 2, hence latin1)."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
+    except pickle.UnpicklingError as error:
+        if "is not allowed" in str(error):
+            raise UnsafeFileError(f"refused to load {path}: it is not plain data ({error}; loading it would run "
+                                  f"code)") from error
+        raise CorruptFileError(f"{path} is truncated or corrupt: {_first_line(error)}") from error
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError) as error:
+        raise CorruptFileError(f"{path} is truncated or corrupt: {_first_line(error)}") from error
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file in the same folder, fsyncs it, then renames it over the target.
+
+    A kill at any moment leaves either the old complete file or the new complete one, never a truncated
+    `last.ckpt`. (Lightning's own save goes through a temporary file in the system temp folder and `shutil.move`,
+    which is a non-atomic copy when that folder is on another filesystem, and does not fsync.) Remote paths fall
+    back to Lightning's writer.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # hidden: no *.ckpt glob
+        try:
+            with os.fdopen(fd, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint gets the usual permissions
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        try:  # make the rename itself durable
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            pass
