@@ -6,9 +6,9 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import torch
-from lightning import LightningDataModule, LightningModule, Trainer
+from lightning import LightningModule, Trainer
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from tiny_data import SHAPE, TinyImages
 
 from genlab.callbacks import (FIGURES, LatentInterpolation, LatentPCA, LatentSpace2D, LatentTraversal, LossCurves,
                               Reconstructions, SampleGrid, compare_latent_pca, default_callbacks, interpolate,
@@ -16,27 +16,6 @@ from genlab.callbacks import (FIGURES, LatentInterpolation, LatentPCA, LatentSpa
 from genlab.callbacks.traversal import factor_correlations
 from genlab.models import ConvAE, ConvVAE
 
-SHAPE = (1, 16, 16)
-
-
-class TinyImages(LightningDataModule):
-    """Seeded random images with the datamodule figure API (`val_batch`), independent of genlab.datamodules."""
-
-    image_shape, num_classes = SHAPE, 3
-
-    def __init__(self, size: int = 16, batch_size: int = 4) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.x, self.y = torch.rand(size, *SHAPE, generator=g), torch.randint(0, 3, (size,), generator=g)
-        self.batch_size = batch_size
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size)
-
-    val_dataloader = train_dataloader
-
-    def val_batch(self, n: int) -> tuple[Tensor, Tensor]:
-        return self.x[:n], self.y[:n]
 
 
 def tiny_vae(latent_dim: int = 4) -> ConvVAE:

@@ -1,5 +1,6 @@
 """The command line end to end: what a user types, what lands on disk, and the errors they get."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -53,9 +54,26 @@ def test_validate_and_test_from_a_checkpoint(tmp_path):
     main(["fit", "--trainer.max_epochs=1", *common])
     last = next(p for p in checkpoints(tmp_path) if p.name == "last.ckpt")
     for command in ("validate", "test"):
-        cli = main([command, f"--ckpt_path={last}", *common])
+        cli = main([command, f"--ckpt_path={last}", *common, "--metrics.num_importance_samples=4",
+                    "--metrics.num_fid_samples=0"])
         stage = "val" if command == "validate" else "test"
         assert torch.isfinite(cli.trainer.callback_metrics[f"{stage}/loss"])
+
+
+def test_test_prints_the_metric_table_and_the_report_shows_it(tmp_path, capsys):
+    common = ["--model=VAE", "--model.hidden=[16]", "--model.latent_dim=2", "--data=FakeImages",
+              "--data.image_shape=[1, 8, 8]", "--data.size=32", "--data.batch_size=8",
+              f"--trainer.default_root_dir={tmp_path}", *QUIET]
+    main(["fit", "--trainer.max_epochs=1", *common])
+    main(["test", "--ckpt_path=last", *common, "--metrics.num_importance_samples=8", "--metrics.num_fid_samples=0"])
+    table = capsys.readouterr().out
+    assert all(name in table for name in ("iwae_nll", "neg_elbo", "elbo_gap", "active_units", "psnr", "ssim"))
+    run = next(p for p in checkpoints(tmp_path) if p.name == "last.ckpt").parent.parent
+    metrics = json.loads((run / "test_metrics.json").read_text())  # next to the trained run, not the test run
+    assert metrics["iwae_nll"] <= metrics["neg_elbo"] + 1e-4 and metrics["protocol"]["importance_samples"] == 8
+    main(["report", str(run)])
+    page = (run / "report.html").read_text()
+    assert "iwae_nll" in page and page.count("data:image/png;base64,") >= 2
 
 
 def test_config_file_round_trip(tmp_path):

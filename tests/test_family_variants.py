@@ -42,6 +42,16 @@ def test_cvae_without_condition_is_exactly_a_vae(images):
     assert all(torch.equal(expected[k], v) for k, v in cvae.loss(images).items())
 
 
+@pytest.mark.parametrize("condition, kind", [("none", None), ("label", "label"), ("quarter", "image")])
+def test_condition_kind_says_what_decode_needs(condition, kind):
+    model = CVAE(image_shape=(1, 8, 8), latent_dim=2, hidden=(8,), condition=condition, num_classes=3)
+    assert model.condition_kind == kind
+    if kind is not None:  # and decoding without the condition it names is refused
+        with pytest.raises(ValueError, match="pass y"):
+            model.decode(torch.zeros(1, 2))
+    assert VAE(image_shape=(1, 8, 8), latent_dim=2, hidden=(8,)).condition_kind is None
+
+
 def test_cvae_label_changes_the_sample():
     model = CVAE(**TINY, num_classes=10).eval()
     draw = lambda label: model.sample(4, y=torch.tensor([label]), generator=torch.Generator().manual_seed(0))  # noqa

@@ -90,7 +90,7 @@ def test_quarter_grid_has_condition_completions_baseline_and_truth_columns(runs)
 class ShadeByLabel(nn.Module):
     """A label-conditioned stub: the decoded image is a flat grey of level y / 10 (plus a little of z)."""
 
-    latent_dim, device = 2, torch.device("cpu")
+    latent_dim, device, condition_kind = 2, torch.device("cpu"), "label"
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         if y is None:

@@ -7,40 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from lightning import LightningDataModule, Trainer
+from lightning import Trainer
 from lightning.pytorch.loggers import CSVLogger
-from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from tiny_data import SHAPE, TinyImages
 
 from genlab.callbacks import default_callbacks
 from genlab.cli import main as cli_main
 from genlab.models import ConvVAE
 from genlab.report import RunFolderError, find_run, main, write_report
 
-SHAPE = (1, 16, 16)
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*(?!["']?(?:data:image/|#))""", re.I)  # anything but embedded / in-page
-
-
-class TinyImages(LightningDataModule):
-    """Seeded random images with the datamodule figure API (`val_batch`); no genlab datamodule needed."""
-
-    image_shape, num_classes = SHAPE, 3
-
-    def __init__(self, size: int = 16, batch_size: int = 8) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.x, self.y = torch.rand(size, *SHAPE, generator=g), torch.randint(0, 3, (size,), generator=g)
-        self.batch_size = batch_size
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size)
-
-    val_dataloader = train_dataloader
-
-    def val_batch(self, n: int) -> tuple[Tensor, Tensor]:
-        return self.x[:n], self.y[:n]
 
 
 def csv_run(root: Path) -> Path:
@@ -48,7 +25,7 @@ def csv_run(root: Path) -> Path:
     model = ConvVAE(image_shape=SHAPE, latent_dim=4, widths=(8, 16))
     trainer = Trainer(max_epochs=2, log_every_n_steps=1, accelerator="cpu", logger=CSVLogger(root),
                       callbacks=default_callbacks(model), enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(model, datamodule=TinyImages())
+    trainer.fit(model, datamodule=TinyImages(batch_size=8))
     return Path(trainer.log_dir)
 
 

@@ -121,36 +121,15 @@ def resolve_class(model_class: type | str) -> type:
 
 
 def condition_kind(model: object) -> str | None:
-    """How a model is conditioned, found by decoding z = 0 (the protocol has no flag for it): None when `decode`
-    works without y, "label" when it takes integer labels, "image" when it needs images (e.g. a CVAE on an image
-    quarter). Models with no plain vector code to decode (spatial codes: `grid_shape`) count as unconditional."""
-    if not isinstance(model, LatentModel) or getattr(model, "grid_shape", None) is not None:
-        return None
-    device = getattr(model, "device", torch.device("cpu"))
-    z = torch.zeros(1, model.latent_dim, device=device)
-    with evaluating(model):  # eval: batch norm on one code would raise a ValueError of its own
-        for kind, y in ((None, None), ("label", torch.zeros(1, dtype=torch.long, device=device))):
-            try:
-                model.decode(z, y)
-                return kind
-            except ValueError:
-                continue
-            except Exception:  # noqa: BLE001 - a decoder that cannot take this probe at all: no condition to show
-                return None
-    return "image"
+    """How a model is conditioned (the `Conditional` protocol): "label", "image" or None (unconditional; also any
+    model that does not say)."""
+    return getattr(model, "condition_kind", None)
 
 
 def decode_condition(model: object, x: Tensor, y: Tensor) -> Tensor:
-    """What `decode(z, y=...)` needs for images x with labels y: y itself (unconditional models ignore it,
-    label-conditioned ones read it), or x for models conditioned on images (e.g. a CVAE on an image quarter).
-
-    The protocol does not say which, so one decode of z = 0 is tried with the labels.
-    """
-    try:
-        model.decode(torch.zeros(1, model.latent_dim, device=x.device), y[:1])
-        return y
-    except ValueError:
-        return x
+    """What `decode(z, y=...)` needs for images x with labels y: the images for image-conditioned models (a CVAE on
+    an image quarter), else the labels (label-conditioned models read them, unconditional ones ignore them)."""
+    return x if condition_kind(model) == "image" else y
 
 
 class FigureCallback(Callback):

@@ -44,6 +44,11 @@ class Autoencoder(LightningModule):
         self.latent_dim: int = bottleneck.latent_dim
 
     # --- hooks: condition and corruption ---
+    @property
+    def condition_kind(self) -> str | None:
+        """What `decode`/`sample` need as y: "label", "image", or None for an unconditional model."""
+        return None if self.conditioner is None else self.conditioner.kind
+
     def condition(self, x: Tensor | None, y: Tensor | None) -> Tensor | None:
         """The vector c (B, features) both networks see, from images x and/or labels y; None if unconditional."""
         return None if self.conditioner is None else self.conditioner(x, y)

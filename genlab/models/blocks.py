@@ -135,6 +135,8 @@ class NullEncoder(nn.Module):
 class LabelCondition(nn.Module):
     """c = one-hot(y) for integer class labels y (B,)."""
 
+    kind = "label"  # what y must hold when decoding: integer labels
+
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.features = self.num_classes = num_classes
@@ -151,6 +153,8 @@ class QuarterCondition(nn.Module):
     Read from x when there is one (training, encoding); otherwise from y, which then holds full-size images
     (B, C, H, W) of which only that quarter is used.
     """
+
+    kind = "image"  # what y must hold when decoding: full-size images
 
     def __init__(self, image_shape: Sequence[int]) -> None:
         super().__init__()

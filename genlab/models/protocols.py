@@ -27,6 +27,14 @@ class Sampler(Protocol):
 
 
 @runtime_checkable
+class Conditional(Protocol):
+    """A model whose `decode`/`sample` read a condition y: `condition_kind` is "label" (integer class labels),
+    "image" (full-size images, of which the model reads a region) or None (unconditional)."""
+
+    condition_kind: str | None
+
+
+@runtime_checkable
 class LikelihoodModel(Protocol):
     """A model with an encoder q(z|x) and a likelihood p(x|z)p(z): importance weights for log p(x) (Burda et al.,
     2016). `has_likelihood` is False for members of a family that lack one (e.g. a deterministic autoencoder)."""
