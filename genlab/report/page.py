@@ -1,22 +1,12 @@
-"""`genlab report RUN_DIR`: one self-contained HTML page for a training run, ready to hand in or share.
+"""The HTML pieces of a run report: tables, embedded images, the config / metrics / figures / checkpoint sections,
+the summary cards, the loss-curve PNG and the inline CSS."""
 
-The page holds the run's configuration (from `config.yaml`, else `hparams.yaml`), a table with the final and best
-value of every logged scalar (from `metrics.csv` or TensorBoard event files) and of `test_metrics.json` when present,
-loss curves drawn from those scalars, and every PNG under `figures/` (the latest epoch of each figure large, the
-earlier ones as a strip). Images are base64-embedded and the CSS is inline: the file opens anywhere, offline.
-"""
-
-import argparse
 import base64
-import csv
 import html
 import inspect
 import io
 import json
 import math
-import re
-import sys
-import warnings
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -24,134 +14,13 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from .callbacks.figures import new_figure
-from .callbacks.loss_curves import STAGES
+from ..callbacks.figures import new_figure
+from ..callbacks.loss_curves import STAGES
+from .read import (Scalars, best_point, checkpoint_files, epoch_of, figure_groups, read_test_metrics, sort_key,
+                   split_key)
 
-MARKERS = ("config.yaml", "hparams.yaml", "metrics.csv", "events.out.tfevents.*", "figures", "checkpoints")
-STAGE_ORDER = ("train", "val", "test", "")
-FIGURE_ORDER = ("samples", "reconstructions", "interpolation", "traversal", "latent_pca", "latent_2d")
 FIGURE_TITLES = {"latent_pca": "Latent PCA", "latent_2d": "2-D latent space", "loss_curves": "Loss curves (callback)"}
-HIGHER_IS_BETTER = re.compile(r"acc|psnr|ssim|auroc|\bauc|f1|precision|recall|elbo|log_?lik|iou", re.I)
-NO_BEST = re.compile(r"(^|/)(lr(-.*)?|.*_weight|epoch|step)$")  # schedules, not scores: "best" means nothing
 THUMB_PX = 320  # stored width of strip thumbnails; shown at half that, so they stay sharp on high-dpi screens
-Scalars = dict[str, list[tuple[int, float]]]  # metric name -> [(global step, value), ...]
-
-
-class RunFolderError(ValueError):
-    """The folder given to `genlab report` is not a run folder and holds none."""
-
-
-# --- finding and reading a run -------------------------------------------------------------------------------------
-
-def is_run(path: Path) -> bool:
-    return any(any(path.glob(marker)) for marker in MARKERS)
-
-
-def find_run(path: Path) -> Path:
-    """`path` itself when it is a run folder, else its newest `version_N` run (also one level down)."""
-    if not path.is_dir():
-        raise RunFolderError(f"run folder {str(path)!r} does not exist or is not a folder")
-    if is_run(path):
-        return path
-    runs = [p for p in [*path.glob("version_*"), *path.glob("*/version_*")] if p.is_dir() and is_run(p)]
-    if not runs:
-        raise RunFolderError(
-            f"{str(path)!r} is not a run folder: expected config.yaml, hparams.yaml, metrics.csv, a TensorBoard "
-            f"events.out.tfevents.* file, figures/ or checkpoints/ in it, or version_N subfolders holding them "
-            f"(e.g. runs/lightning_logs/version_0)")
-    if len({p.parent for p in runs}) == 1:
-        return max(runs, key=lambda p: (version_number(p), p.stat().st_mtime))
-    return max(runs, key=lambda p: (p.stat().st_mtime, version_number(p)))  # several experiment names: latest written
-
-
-def version_number(path: Path) -> int:
-    match = re.fullmatch(r"version_(\d+)", path.name)
-    return int(match.group(1)) if match else -1
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe YAML that reads Lightning's `!!python/tuple` and shows any other Python tag as text, never running it."""
-
-
-_Loader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node)))
-_Loader.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, suffix, node: f"<python/{suffix}>")
-
-
-def read_yaml(path: Path) -> dict:
-    data = yaml.load(path.read_text(), Loader=_Loader) if path.is_file() else None
-    return data if isinstance(data, dict) else {}
-
-
-def read_csv_scalars(path: Path) -> tuple[Scalars, dict[int, int]]:
-    """Every numeric column of a Lightning `metrics.csv` as a series over steps, plus step -> epoch."""
-    scalars: Scalars = defaultdict(list)
-    epochs: dict[int, int] = {}
-    with path.open(newline="") as file:
-        for row in csv.DictReader(file):
-            step = int(float(row.get("step") or 0))
-            if row.get("epoch"):
-                epochs[step] = int(float(row["epoch"]))
-            for key, value in row.items():
-                if key not in ("step", "epoch") and value not in (None, ""):
-                    scalars[key].append((step, float(value)))
-    return dict(scalars), epochs
-
-
-def read_tensorboard_scalars(run: Path) -> tuple[Scalars, dict[int, int]]:
-    """Every scalar tag of the run's TensorBoard event files, plus step -> epoch from Lightning's `epoch` tag."""
-    try:
-        from tensorboard.backend.event_processing import event_accumulator as ea
-    except ImportError as error:
-        raise ImportError("this run logged to TensorBoard, but the `tensorboard` package is not installed, so its "
-                          "metrics cannot be read (pip install tensorboard)") from error
-    accumulator = ea.EventAccumulator(str(run), size_guidance={ea.SCALARS: 0, ea.IMAGES: 1, ea.TENSORS: 1})
-    accumulator.Reload()
-    scalars = {tag: [(e.step, float(e.value)) for e in accumulator.Scalars(tag)]
-               for tag in accumulator.Tags()["scalars"]}
-    epochs = {step: int(value) for step, value in scalars.pop("epoch", [])}
-    if all(value == -1 for _, value in scalars.get("hp_metric", [(0, 0)])):
-        scalars.pop("hp_metric")  # Lightning's placeholder, not a measurement
-    return scalars, epochs
-
-
-def read_scalars(run: Path, notes: list[str]) -> tuple[Scalars, dict[int, int], str]:
-    """The run's logged scalars and step -> epoch, from metrics.csv, else TensorBoard; problems go to `notes`."""
-    if (run / "metrics.csv").is_file():
-        return *read_csv_scalars(run / "metrics.csv"), "metrics.csv"
-    if any(run.glob("events.out.tfevents.*")):
-        try:
-            return *read_tensorboard_scalars(run), "TensorBoard event files"
-        except ImportError as error:
-            notes.append(str(error))
-            warnings.warn(str(error), RuntimeWarning, stacklevel=3)
-    else:
-        notes.append("This run has no metrics.csv and no TensorBoard event file, so there are no logged scalars to "
-                     "show (a W&B-only run keeps them in W&B).")
-    return {}, {}, ""
-
-
-def split_key(key: str) -> tuple[str, str, str]:
-    """"val/loss" -> ("val", "loss", ""); "train_loss_epoch" -> ("train", "loss", "epoch"); "lr-Adam" -> ("", ...)."""
-    stage, term = "", key
-    for candidate in ("train", "val", "test"):
-        if key.startswith((candidate + "/", candidate + "_")):
-            stage, term = candidate, key[len(candidate) + 1:]
-    variant = next((v for v in ("step", "epoch") if term.endswith("_" + v)), "")
-    return stage, term.removesuffix("_" + variant) if variant else term, variant
-
-
-def best_point(key: str, points: list[tuple[int, float]]) -> tuple[int, float] | None:
-    """The (step, value) with the best value: the lowest, the highest for accuracy-like scores; None for schedules
-    (learning rates, loss weights) and for series with fewer than two finite values."""
-    finite = [point for point in points if math.isfinite(point[1])]
-    if NO_BEST.search(key) or len(finite) < 2:
-        return None
-    return (max if HIGHER_IS_BETTER.search(key) else min)(finite, key=lambda point: point[1])
-
-
-def sort_key(key: str) -> tuple:
-    stage, term, variant = split_key(key)
-    return STAGE_ORDER.index(stage), term != "loss", term, variant
 
 
 # --- turning it into HTML ------------------------------------------------------------------------------------------
@@ -257,17 +126,15 @@ def metrics_html(scalars: Scalars, epochs: dict[int, int], source: str) -> str:
 
 
 def test_metrics_html(path: Path) -> str:
-    if not path.is_file():
+    if (test := read_test_metrics(path)) is None:
         return ""
-    data = json.loads(path.read_text())
-    protocol = data.pop("protocol", None) if isinstance(data, dict) else None
+    data, protocol = test
     rows = [[f"<code>{html.escape(str(k))}</code>", fmt(v, 6)] for k, v in (data or {}).items()]
     out = "<h3>Test metrics <span class=muted>(test_metrics.json)</span></h3>" + table(["metric", "value"], rows, (1,))
     if isinstance(protocol, dict):
         rows = [[f"<code>{html.escape(str(k))}</code>", f"<code>{fmt(v)}</code>"] for k, v in protocol.items()]
         out += "<h3>Test protocol</h3>" + table(["setting", "value"], rows)
     return out
-
 
 def curves_png(scalars: Scalars) -> tuple[bytes, int] | None:
     """One panel per term, train / val (and unstaged) series on the same axes; PNG bytes and display width."""
@@ -285,8 +152,8 @@ def curves_png(scalars: Scalars) -> tuple[bytes, int] | None:
     for ax, (term, series) in zip(axes, panels.items()):
         for stage, variant, points in series:
             steps, values = zip(*points)
-            style = dict(lw=1.2) if stage == "train" and variant != "epoch" and len(points) > 5 else dict(
-                lw=1.2, marker="o", ms=3.5)
+            style = {"lw": 1.2} if stage == "train" and variant != "epoch" and len(points) > 5 else {
+                "lw": 1.2, "marker": "o", "ms": 3.5}
             label = (stage or "logged") + (f" ({variant})" if variant else "")
             ax.plot(steps, values, label=label, color=STAGES.get(stage, "tab:green"),
                     ls="--" if variant == "epoch" else "-", **style)
@@ -300,23 +167,6 @@ def curves_png(scalars: Scalars) -> tuple[bytes, int] | None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=150)  # drawn at 1.5x and shown at 1x: sharp on high-dpi screens and paper
     return buffer.getvalue(), round(fig.get_size_inches()[0] * 100)
-
-
-def figure_groups(run: Path) -> dict[str, list[Path]]:
-    """PNGs under figures/, grouped by their folder (the figure key) and ordered by epoch, oldest first."""
-    root = run / "figures"
-    groups: dict[str, list[Path]] = defaultdict(list)
-    for path in root.rglob("*.png") if root.is_dir() else ():
-        groups[path.parent.relative_to(root).as_posix() if path.parent != root else "figures"].append(path)
-    known = {key: i for i, key in enumerate(FIGURE_ORDER)}
-    order = sorted(groups, key=lambda k: (k == "loss_curves", known.get(k, len(known)), k))  # curves come last
-    return {key: sorted(groups[key], key=lambda p: (epoch_of(p), p.name)) for key in order}
-
-
-def epoch_of(path: Path) -> int:
-    """The epoch in a `log_figure` file name (`epoch=007.png` -> 7); -1 for other names."""
-    match = re.search(r"epoch=(\d+)", path.name)
-    return int(match.group(1)) if match else -1
 
 
 def image_width(path: Path) -> int | None:
@@ -360,7 +210,7 @@ def figures_html(run: Path) -> str:
 
 
 def checkpoints_html(run: Path) -> str:
-    files = sorted((run / "checkpoints").glob("*.ckpt")) if (run / "checkpoints").is_dir() else []
+    files = checkpoint_files(run)
     rows = [[f"<code>{html.escape(p.name)}</code>", f"{p.stat().st_size / 2**20:.1f} MB",
              datetime.fromtimestamp(p.stat().st_mtime).strftime("%Y-%m-%d %H:%M")] for p in files]
     return table(["checkpoint", "size", "written"], rows, numeric=(1,)) if rows else ""
@@ -425,64 +275,3 @@ def cards_html(config: dict, scalars: Scalars, epochs: dict[int, int], run: Path
     return "<div class=cards>" + "".join(
         f"<div class=card><div class=k>{html.escape(k)}</div><div class=v>{fmt(v, 5)}</div></div>"
         for k, v in facts.items()) + "</div>"
-
-
-def render(run: Path) -> str:
-    """The whole page for the run folder `run` (already resolved by `find_run`)."""
-    notes: list[str] = []
-    config, hparams = read_yaml(run / "config.yaml"), read_yaml(run / "hparams.yaml")
-    scalars, epochs, source = read_scalars(run, notes)
-    model, data = short_class(config.get("model")), short_class(config.get("data"))
-    title = f"{model} on {data}" if isinstance(model, str) and isinstance(data, str) else "Training run"
-    sections = [("summary", "Summary", cards_html(config, scalars, epochs, run) + checkpoints_html(run))]
-    yaml_files = "".join(f"<details><summary>Full {name}</summary><pre>{html.escape((run / name).read_text())}</pre>"
-                         f"</details>" for name in ("config.yaml", "hparams.yaml") if (run / name).is_file())
-    sections.append(("config", "Configuration", config_html(config, hparams) + yaml_files))
-    metrics = metrics_html(scalars, epochs, source) + test_metrics_html(run / "test_metrics.json")
-    sections.append(("metrics", "Metrics", metrics or "<p class=muted>No metrics were logged.</p>"))
-    if (curves := curves_png(scalars)) is not None:
-        sections.append(("curves", "Loss curves", f"<p class=muted>Every logged scalar over training steps, train and "
-                         f"validation on the same axes (from {html.escape(source)}).</p>"
-                         f"<figure>{img(curves[0], 'loss curves', curves[1])}</figure>"))
-    figures = figures_html(run)
-    sections.append(("figures", "Figures", figures or "<p class=muted>This run wrote no figures.</p>"))
-    nav = "".join(f'<a href="#{key}">{name}</a>' for key, name, _ in sections)
-    body = "".join(f'<section id="{key}"><h2>{name}</h2>{content}</section>' for key, name, content in sections)
-    notes_html = "".join(f"<div class=note>{html.escape(note)}</div>" for note in notes)
-    stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            f'content="width=device-width, initial-scale=1"><title>{html.escape(title)} · genlab report</title>'
-            f"<style>{CSS}</style></head><body><header><div class=wrap><h1>{html.escape(title)}</h1>"
-            f"<div class=sub>genlab run report · <code>{html.escape(str(run))}</code></div><nav>{nav}</nav></div>"
-            f"</header><main class=wrap>{notes_html}{body}</main><footer class=wrap>Written by <code>genlab report"
-            f"</code> on {stamp}. Self-contained: every image is embedded in this file.</footer></body></html>\n")
-
-
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the HTML report of `run_dir` (a run folder, or a folder of `version_N` runs: the newest is used)
-    to `out` (default: `<run>/report.html`) and return its path. Raises `RunFolderError` for a folder with no run."""
-    run = find_run(Path(run_dir))
-    path = Path(out) if out is not None else run / "report.html"
-    if path.is_dir():
-        path = path / "report.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(run), encoding="utf-8")
-    return path
-
-
-def main(argv: list[str]) -> None:
-    """`genlab report RUN_DIR [--out FILE]`: write the run's HTML report and print its path."""
-    parser = argparse.ArgumentParser(prog="genlab report", description="Write one self-contained HTML page (config, "
-                                     "metrics, loss curves, figures) for a training run.")
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (e.g. runs/lightning_logs/version_0), or "
-                        "a folder of version_N runs (the newest is reported)")
-    parser.add_argument("--out", metavar="FILE", help="where to write the page (default: RUN/report.html)")
-    args = parser.parse_args(argv)
-    try:
-        print(write_report(args.run_dir, args.out))
-    except RunFolderError as error:
-        parser.error(str(error))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
