@@ -1,7 +1,9 @@
 """GANs: `Adversarial`, the one training loop (manual optimisation), and its presets `GAN` (MLP) and `DCGAN`.
 
-Generators emit logits and `decode` applies a sigmoid, so images are in [0, 1] like every datamodule's (the same
-map as the usual tanh output, rescaled). Objectives: "bce" (Goodfellow et al., 2014, non-saturating, one-sided label
+Inside the adversarial game images live in [-1, 1], as in the papers: the generator ends in tanh and real images
+are mapped by 2x - 1 before the discriminator sees them. `decode` and `sample` return (tanh + 1) / 2, in [0, 1] like
+every datamodule's images. (A sigmoid generator against [0, 1] images is the same map on paper, but in practice its
+saturating output let the course MLP's discriminator win within one MNIST epoch and the generator collapsed.) Objectives: "bce" (Goodfellow et al., 2014, non-saturating, one-sided label
 smoothing) or "wgan-gp" (Gulrajani et al., 2017: a critic without sigmoid, gradient penalty, `n_critic` critic steps
 per generator step).
 """
@@ -128,7 +130,16 @@ class Adversarial(LightningModule):
 
     # --- the protocol ---
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        return torch.sigmoid(self.generator(z))
+        return (self.generate(z) + 1) / 2
+
+    def generate(self, z: Tensor) -> Tensor:
+        """Fakes in [-1, 1], the space the discriminator works in."""
+        return torch.tanh(self.generator(z))
+
+    @staticmethod
+    def signed(x: Tensor) -> Tensor:
+        """Images in [0, 1] -> [-1, 1], the space the discriminator works in."""
+        return x * 2 - 1
 
     @torch.no_grad()
     def sample(self, num_samples: int, y: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -173,11 +184,12 @@ class Adversarial(LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         real, _ = batch
         self.check_shape(real)
+        real = self.signed(real)
         opt_g, opt_d = self.optimizers()
         generator_turn = batch_idx % self.n_critic == 0
         z = torch.randn(len(real), self.latent_dim, device=self.device)
         with torch.set_grad_enabled(generator_turn):  # no generator graph on critic-only steps
-            fake = self.decode(z)
+            fake = self.generate(z)
 
         with self.toggled_optimizer(opt_d):  # only D's parameters require grad in here
             terms = self.discriminator_terms(real, fake.detach())
@@ -206,8 +218,8 @@ class Adversarial(LightningModule):
         self.check_shape(real)
         # Fixed noise per batch (and rank): the loss changes only because the networks do.
         noise = torch.Generator().manual_seed(batch_idx + 100_003 * self.global_rank)
-        real_out = self.discriminator(real).float()
-        fake_out = self.discriminator(self.sample(len(real), generator=noise)).float()
+        real_out = self.discriminator(self.signed(real)).float()
+        fake_out = self.discriminator(self.signed(self.sample(len(real), generator=noise))).float()
         # Unsmoothed, no penalty: a divergence estimate (lower: fakes closer to data), not D's training loss.
         loss = js_estimate(real_out, fake_out) if self.objective == "bce" else \
             -wasserstein_critic_loss(real_out, fake_out)
@@ -229,9 +241,13 @@ class GAN(Adversarial):
                  lr_g: float = 1e-4, lr_d: float = 4e-4, beta1: float = 0.5, beta2: float = 0.999,
                  real_label: float = 0.9, gp_weight: float = 10.0, n_critic: int | None = None) -> None:
         check_positive(image_shape=image_shape, latent_dim=latent_dim, hidden=hidden)
-        super().__init__(MLPDecoder(latent_dim, image_shape, hidden, "leaky_relu"),
-                         MLPDiscriminator(image_shape, hidden[::-1], dropout), image_shape, latent_dim, objective,
-                         lr_g, lr_d, beta1, beta2, real_label, gp_weight, n_critic)
+        generator = MLPDecoder(latent_dim, image_shape, hidden, "leaky_relu")
+        for layer in generator.modules():  # He init for LeakyReLU: PyTorch's default shrinks the signal about 3x per
+            if isinstance(layer, nn.Linear):  # layer, so samples barely depended on z and G collapsed to one image
+                nn.init.kaiming_normal_(layer.weight, a=0.2)
+                nn.init.zeros_(layer.bias)
+        super().__init__(generator, MLPDiscriminator(image_shape, hidden[::-1], dropout), image_shape, latent_dim,
+                         objective, lr_g, lr_d, beta1, beta2, real_label, gp_weight, n_critic)
 
 
 class DCGAN(Adversarial):
