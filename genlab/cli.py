@@ -70,6 +70,8 @@ class GenlabCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.add_argument("--figures", type=bool, default=True,
                             help="Add the figure callbacks that fit the model (samples, reconstructions, ...)")
+        parser.add_argument("--figures_every_n_epochs", type=int, default=1,
+                            help="Draw the default figures every N epochs (they dominate tiny datasets' epochs)")
         parser.add_argument("--non_finite_guard", type=bool, default=True,
                             help="Stop at the first NaN/Inf loss term, gradient or weight (fit only)")
         parser.add_argument("--compile", type=bool, default=False,
@@ -124,15 +126,16 @@ class GenlabCLI(LightningCLI):
         wandb_offline_without_key(self.trainer.loggers)
 
     def before_fit(self) -> None:
-        present = {type(callback) for callback in self.trainer.callbacks}
+        config, present = self.config[self.subcommand], {type(callback) for callback in self.trainer.callbacks}
         guards = [reliability.GracefulInterrupt(), reliability.RandomState()]
-        if self.config[self.subcommand].non_finite_guard:
+        if config.non_finite_guard:
             guards.append(reliability.NonFiniteGuard())
         # First in the list: the guard must run before ModelCheckpoint could save a non-finite step.
         self.trainer.callbacks[:0] = [c for c in guards if type(c) not in present]
-        if self.config[self.subcommand].figures:
-            self.trainer.callbacks += [c for c in default_callbacks(self.model) if type(c) not in present]
-        if self.config[self.subcommand].compile and Compile not in present:
+        if config.figures:
+            self.trainer.callbacks += [c for c in default_callbacks(self.model, config.figures_every_n_epochs)
+                                       if type(c) not in present]
+        if config.compile and Compile not in present:
             self.trainer.callbacks.append(Compile())
 
     def before_test(self) -> None:

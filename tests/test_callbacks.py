@@ -212,6 +212,24 @@ def test_setup_rejects_a_model_without_the_protocol():
         LatentSpace2D().setup(None, tiny_vae(), "fit")
 
 
+def test_latent_space_2d_widens_to_where_the_codes_are():
+    class Spread(nn.Module):  # a 2-D "autoencoder" whose codes reach about +-10, as a plain AE's do
+        latent_dim, device = 2, torch.device("cpu")
+
+        def encode(self, x, y=None):
+            return 10 * torch.tanh(x.flatten(1)[:, :2] * 4 - 2)
+
+        def decode(self, z, y=None):
+            return torch.sigmoid(z.sum(1)).view(-1, 1, 1, 1).expand(-1, *SHAPE)
+
+        def reconstruct(self, x, y=None):
+            return self.decode(self.encode(x))
+
+    wide = LatentSpace2D(num_points=16, grid=3).draw(Spread(), TinyImages()).axes[0].get_xlim()
+    fixed = LatentSpace2D(num_points=16, grid=3, span=3.0).draw(Spread(), TinyImages()).axes[0].get_xlim()
+    assert wide[1] > 5 and fixed == (-3.0, 3.0)
+
+
 def test_default_callbacks_fit_the_model():
     names = lambda model: [type(c).__name__ for c in default_callbacks(model)]  # noqa: E731
     assert names(NoLatent()) == ["SampleGrid", "LossCurves"]

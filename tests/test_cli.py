@@ -48,6 +48,13 @@ def test_bare_fit_defaults_to_convvae_on_shapes(tmp_path):
     assert any(p.name == "last.ckpt" for p in checkpoints(tmp_path))
 
 
+def test_figures_every_n_epochs(tmp_path):
+    main(["fit", "--data.size=64", "--data.batch_size=16", "--trainer.max_epochs=4", "--figures_every_n_epochs=2",
+          f"--trainer.default_root_dir={tmp_path}", *TINY_CONV, *QUIET])
+    drawn = sorted(p.name for p in tmp_path.rglob("figures/samples/*.png"))
+    assert drawn == ["epoch=001.png", "epoch=003.png"]
+
+
 def test_validate_and_test_from_a_checkpoint(tmp_path):
     common = ["--model=VAE", "--model.hidden=[16]", "--model.latent_dim=2", "--data=FakeImages",
               "--data.size=32", "--data.batch_size=8", f"--trainer.default_root_dir={tmp_path}", *QUIET]

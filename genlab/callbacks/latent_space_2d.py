@@ -12,15 +12,17 @@ from .latent_pca import legend, scatter_by_label
 
 class LatentSpace2D(FigureCallback):
     """Left: codes of `num_points` validation images coloured by label. Right: a `grid` x `grid` mosaic of
-    decodings of the grid points of [-span, span]^2, drawn on the same coordinates."""
+    decodings of the grid points of [-span, span]^2, drawn on the same coordinates. `span` None: 3 (the prior's
+    bulk), widened to the 98th percentile of |code| for models whose codes spread further (a plain AE's)."""
 
     key = "latent_2d"
 
-    def __init__(self, num_points: int = 1000, grid: int = 15, span: float = 3.0, every_n_epochs: int = 1,
+    def __init__(self, num_points: int = 1000, grid: int = 15, span: float | None = None, every_n_epochs: int = 1,
                  seed: int = 0) -> None:
         super().__init__(every_n_epochs, seed)
-        if num_points < 1 or grid < 2 or span <= 0:
-            raise ValueError("need num_points >= 1, grid >= 2 and span > 0")
+        if num_points < 1 or grid < 2 or (span is not None and span <= 0):
+            raise ValueError(f"need num_points >= 1, grid >= 2 and span > 0 (or None); got {num_points}, {grid}, "
+                             f"{span}")
         self.num_points, self.grid, self.span = num_points, grid, span
 
     def check(self, model: object) -> None:
@@ -30,15 +32,16 @@ class LatentSpace2D(FigureCallback):
 
     def make_figure(self, model: LightningModule, data: object) -> Figure:
         x, y = real_batch(data, self.num_points, model.device)
-        codes = model.encode(x, y).cpu()
-        values = torch.linspace(-self.span, self.span, self.grid)
+        codes = model.encode(x, y).float().cpu()
+        span = self.span or max(3.0, float(codes.abs().quantile(0.98)))
+        values = torch.linspace(-span, span, self.grid)
         # Image rows run top to bottom, so z2 must decrease down the mosaic to match the scatter's y axis.
         z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")
         z = torch.stack([z1.flatten(), z2.flatten()], dim=1).to(model.device)
         c = decode_condition(model, x[:1], y[:1])  # conditional models: the whole grid under one condition
         images = model.decode(z, c.repeat_interleave(len(z), dim=0)).float().cpu().clamp(0, 1)
         mosaic = make_grid(images, nrow=self.grid, padding=0)
-        extent = (-self.span, self.span, -self.span, self.span)
+        extent = (-span, span, -span, span)
 
         fig = new_figure(11.0, 5.2)
         left, right = fig.subplots(1, 2, sharex=True, sharey=True)
@@ -51,8 +54,8 @@ class LatentSpace2D(FigureCallback):
             right.imshow(mosaic.permute(1, 2, 0).numpy(), extent=extent)
         right.set_title(f"decoded {self.grid}x{self.grid} grid", fontsize=10)
         for ax in (left, right):
-            ax.set_xlim(-self.span, self.span)
-            ax.set_ylim(-self.span, self.span)
+            ax.set_xlim(-span, span)
+            ax.set_ylim(-span, span)
             ax.set_aspect("equal")
             ax.set_xlabel("z1")
         left.set_ylabel("z2")
