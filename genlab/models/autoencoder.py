@@ -6,6 +6,7 @@ import torch
 from lightning import LightningModule
 from torch import Tensor, nn
 
+from .blocks import check_batch_shape
 from .losses import LIKELIHOODS, reconstruction_nll, reconstruction_nll_per_image, standard_normal_log_prob
 
 Batch = tuple[Tensor, Tensor]
@@ -155,9 +156,7 @@ class Autoencoder(LightningModule):
         return {"loss": total, "recon": recon, **terms}
 
     def check_shape(self, x: Tensor) -> None:
-        if tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"{type(self).__name__} was built for images of shape {self.image_shape} "
-                             f"but got a batch of shape {tuple(x.shape)}; set image_shape to match the data")
+        check_batch_shape(self, x)
 
     # --- Lightning ---
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:

@@ -24,6 +24,13 @@ def check_positive(**values: int | Sequence[int]) -> None:
             raise ValueError(f"{name}={value!r} is invalid; it must be a positive integer or a non-empty list of them")
 
 
+def check_batch_shape(model: object, x: Tensor) -> None:
+    """Raise a ValueError when a batch x (B, C, H, W) is not of the `image_shape` the model was built for."""
+    if tuple(x.shape[1:]) != tuple(model.image_shape):
+        raise ValueError(f"{type(model).__name__} was built for images of shape {tuple(model.image_shape)} "
+                         f"but got a batch of shape {tuple(x.shape)}; set image_shape to match the data")
+
+
 class MLP(nn.Sequential):
     """Fully connected net (B, in_features) -> (B, out_features); `hidden` widths, activation between layers."""
 

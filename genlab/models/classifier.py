@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from lightning import LightningModule
 from torch import Tensor, nn
 
-from .blocks import ConvEncoder, check_positive
+from .blocks import ConvEncoder, check_batch_shape, check_positive
 
 Batch = tuple[Tensor, Tensor]
 
@@ -43,9 +43,7 @@ class Classifier(LightningModule):
 
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
         x, y = batch
-        if tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"Classifier was built for images of shape {self.image_shape} but got a batch of "
-                             f"shape {tuple(x.shape)}; set image_shape to match the data")
+        check_batch_shape(self, x)
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         accuracy = (logits.argmax(dim=1) == y).float().mean()

@@ -3,8 +3,8 @@
 Inside the adversarial game images live in [-1, 1], as in the papers: the generator ends in tanh and real images
 are mapped by 2x - 1 before the discriminator sees them. `decode` and `sample` return (tanh + 1) / 2, in [0, 1] like
 every datamodule's images. (A sigmoid generator against [0, 1] images is the same map on paper, but in practice its
-saturating output let the course MLP's discriminator win within one MNIST epoch and the generator collapsed.) Objectives: "bce" (Goodfellow et al., 2014, non-saturating, one-sided label
-smoothing) or "wgan-gp" (Gulrajani et al., 2017: a critic without sigmoid, gradient penalty, `n_critic` critic steps
+saturating output let the course MLP's discriminator win within one MNIST epoch and the generator collapsed.)
+Objectives: "bce" (Goodfellow et al., 2014, non-saturating, one-sided label smoothing) or "wgan-gp" (Gulrajani et al., 2017: a critic without sigmoid, gradient penalty, `n_critic` critic steps
 per generator step).
 """
 
@@ -17,7 +17,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .blocks import MLPDecoder, check_positive
+from .blocks import MLPDecoder, check_batch_shape, check_positive
 from .gan_losses import (OBJECTIVES, bce_discriminator_loss, bce_generator_loss, gradient_penalty, js_estimate,
                          wasserstein_critic_loss, wasserstein_generator_loss)
 
@@ -170,9 +170,7 @@ class Adversarial(LightningModule):
         return bce_generator_loss(fake_out) if self.objective == "bce" else wasserstein_generator_loss(fake_out)
 
     def check_shape(self, x: Tensor) -> None:
-        if tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"{type(self).__name__} was built for images of shape {self.image_shape} "
-                             f"but got a batch of shape {tuple(x.shape)}; set image_shape to match the data")
+        check_batch_shape(self, x)
 
     # --- Lightning ---
     def setup(self, stage: str) -> None:
