@@ -10,7 +10,6 @@ model class that loads it. Only genlab's public API is used.
 """
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
@@ -22,14 +21,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from genlab.callbacks import compare_latent_pca, show_grid
-
-
-def resolve_class(path: str) -> type:
-    """"genlab.models.ConvVAE" -> the class."""
-    module, _, name = path.rpartition(".")
-    if not module:
-        sys.exit(f"compare.py: {path!r} must be a dotted import path such as genlab.models.ConvVAE")
-    return getattr(importlib.import_module(module), name)
+from genlab.callbacks.base import resolve_class
 
 
 def scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float, float]]]:
@@ -64,7 +56,7 @@ def named(pairs: list[str]) -> dict[str, str]:
 def load(spec: str) -> torch.nn.Module:
     """"path/to.ckpt:genlab.models.X" -> that model on the CPU, in eval mode."""
     path, _, cls = spec.rpartition(":")
-    return resolve_class(cls).load_from_checkpoint(path, map_location="cpu").eval()
+    return resolve_class(cls).load_from_checkpoint(path, map_location="cpu", weights_only=True).eval()
 
 
 def plot_curves(runs: dict[str, str], tags: list[str], out: str, log_y: bool = False) -> None:

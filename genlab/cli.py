@@ -29,7 +29,7 @@ from .callbacks import FIGURES, default_callbacks, render_from_checkpoint
 from .callbacks import reliability
 from .callbacks.compile import Compile
 from .callbacks.evaluation import TestMetrics
-from .callbacks.render import resolve_class
+from .callbacks.base import resolve_class
 from .errors import GenlabError, GenlabParser, check_names, innermost_message, public_classes, \
     raised_by_genlab
 from .io import AtomicCheckpointIO, load_checkpoint

@@ -1,7 +1,5 @@
 """`CodebookProjection`: a VQ-VAE's codebook and the encoder outputs it should cover, in one 2-D PCA."""
 
-from typing import Protocol, runtime_checkable
-
 import numpy as np
 import torch
 from lightning import LightningModule
@@ -10,19 +8,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 from torch import Tensor
 
+from ..models.protocols import CodebookModel
 from .base import FigureCallback, real_batch
 from .figures import new_figure
 from .latent_pca import PCA2
-
-
-@runtime_checkable
-class CodebookModel(Protocol):
-    """A vector-quantised model: its code vectors (K, D) and its encoder outputs z_e (B, D, ...) before
-    quantisation."""
-
-    codebook: Tensor
-
-    def encode_unquantized(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...
 
 
 def code_counts(codebook: Tensor, vectors: Tensor) -> Tensor:

@@ -2,9 +2,9 @@
 
 from lightning import Callback
 
-from ..models.protocols import LatentModel, Sampler
+from ..models.protocols import CodebookModel, LatentModel, Sampler
 from .base import condition_kind
-from .codebook import CodebookModel, CodebookProjection
+from .codebook import CodebookProjection
 from .conditional import ConditionalGrid
 from .interpolation import LatentInterpolation
 from .latent_pca import LatentPCA

@@ -35,6 +35,16 @@ class Conditional(Protocol):
 
 
 @runtime_checkable
+class CodebookModel(Protocol):
+    """A vector-quantised model: its code vectors (K, D) and its encoder outputs z_e (B, D, ...) before
+    quantisation."""
+
+    codebook: Tensor
+
+    def encode_unquantized(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
 class LikelihoodModel(Protocol):
     """A model with an encoder q(z|x) and a likelihood p(x|z)p(z): importance weights for log p(x) (Burda et al.,
     2016). `has_likelihood` is False for members of a family that lack one (e.g. a deterministic autoencoder)."""
