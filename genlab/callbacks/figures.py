@@ -32,6 +32,17 @@ def new_figure(width: float, height: float, layout: str | None = "constrained") 
     return fig
 
 
+def panel_figure(count: int, panel_width: float, panel_height: float) -> tuple[Figure, list[Axes]]:
+    """A figure of `count` panels, up to three a row, and those panels' axes (spare grid cells hidden)."""
+    ncol = min(3, count)
+    nrow = math.ceil(count / ncol)
+    fig = new_figure(panel_width * ncol, panel_height * nrow)
+    axes = list(fig.subplots(nrow, ncol, squeeze=False).flatten())
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
+
+
 def run_dir(trainer: Trainer) -> Path:
     """The run folder, as `trainer.log_dir` would give it, but callable from rank zero alone.
 

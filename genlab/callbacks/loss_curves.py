@@ -6,7 +6,7 @@ from collections import defaultdict
 from lightning import Callback, LightningModule, Trainer
 from matplotlib.figure import Figure
 
-from .figures import log_figure, new_figure
+from .figures import log_figure, panel_figure
 
 STAGES = {"train": "tab:blue", "val": "tab:orange"}  # fixed colours: val is orange in every panel
 
@@ -44,10 +44,7 @@ class LossCurves(Callback):
 
     def make_figure(self) -> Figure:
         terms = sorted(self.history, key=lambda t: (t != "loss", t))  # the total first
-        ncol = min(3, len(terms))
-        nrow = math.ceil(len(terms) / ncol)
-        fig = new_figure(4.0 * ncol, 3.0 * nrow)
-        axes = fig.subplots(nrow, ncol, squeeze=False).flatten()
+        fig, axes = panel_figure(len(terms), 4.0, 3.0)
         for ax, term in zip(axes, terms):
             for stage, colour in STAGES.items():
                 points = self.history[term].get(stage)
@@ -59,6 +56,4 @@ class LossCurves(Callback):
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        for ax in axes[len(terms):]:
-            ax.set_visible(False)
         return fig

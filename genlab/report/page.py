@@ -6,7 +6,6 @@ import html
 import inspect
 import io
 import json
-import math
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from ..callbacks.figures import new_figure
+from ..callbacks.figures import panel_figure
 from ..callbacks.loss_curves import STAGES
 from .read import (Scalars, best_point, checkpoint_files, epoch_of, figure_groups, read_test_metrics, sort_key,
                    split_key)
@@ -145,10 +144,7 @@ def curves_png(scalars: Scalars) -> tuple[bytes, int] | None:
             panels[term].append((stage, variant, scalars[key]))
     if not panels:
         return None
-    ncol = min(3, len(panels))
-    nrow = math.ceil(len(panels) / ncol)
-    fig = new_figure(3.6 * ncol, 2.7 * nrow)
-    axes = fig.subplots(nrow, ncol, squeeze=False).flatten()
+    fig, axes = panel_figure(len(panels), 3.6, 2.7)
     for ax, (term, series) in zip(axes, panels.items()):
         for stage, variant, points in series:
             steps, values = zip(*points)
@@ -162,8 +158,6 @@ def curves_png(scalars: Scalars) -> tuple[bytes, int] | None:
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=150)  # drawn at 1.5x and shown at 1x: sharp on high-dpi screens and paper
     return buffer.getvalue(), round(fig.get_size_inches()[0] * 100)
