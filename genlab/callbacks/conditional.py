@@ -35,7 +35,8 @@ class ConditionalGrid(FigureCallback):
     the rest grey), `num_samples` completions, the prediction of a `BaselineNN` when `baseline_checkpoint` is
     given, and the truth.
 
-    Which kind a model is comes from its `condition_kind` (the `Conditional` protocol); the number of classes from `num_classes`, else the datamodule's `num_classes`, else the labels of the validation batch.
+    Which kind a model is comes from its `condition_kind` (the `Conditional` protocol); the number of classes from
+    `num_classes`, else the datamodule's `num_classes`, else the labels of the validation batch.
     """
 
     key = "conditional"

@@ -4,8 +4,8 @@ Inside the adversarial game images live in [-1, 1], as in the papers: the genera
 are mapped by 2x - 1 before the discriminator sees them. `decode` and `sample` return (tanh + 1) / 2, in [0, 1] like
 every datamodule's images. (A sigmoid generator against [0, 1] images is the same map on paper, but in practice its
 saturating output let the course MLP's discriminator win within one MNIST epoch and the generator collapsed.)
-Objectives: "bce" (Goodfellow et al., 2014, non-saturating, one-sided label smoothing) or "wgan-gp" (Gulrajani et al., 2017: a critic without sigmoid, gradient penalty, `n_critic` critic steps
-per generator step).
+Objectives: "bce" (Goodfellow et al., 2014, non-saturating, one-sided label smoothing) or "wgan-gp" (Gulrajani et
+al., 2017: a critic without sigmoid, gradient penalty, `n_critic` critic steps per generator step).
 """
 
 from collections.abc import Sequence

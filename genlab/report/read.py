@@ -143,7 +143,7 @@ def epoch_of(path: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
-# --- making sense of the scalars ---------------------------------------------------------------------------------------
+# --- making sense of the scalars ------------------------------------------------------------------------------
 
 def split_key(key: str) -> tuple[str, str, str]:
     """"val/loss" -> ("val", "loss", ""); "train_loss_epoch" -> ("train", "loss", "epoch"); "lr-Adam" -> ("", ...)."""
