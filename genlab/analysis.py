@@ -5,8 +5,9 @@
 Model (float64 throughout): z ~ N(0, 1); decoder p(x|z) = N(x; sigmoid(w z + b), sigma^2) with a fixed sigma;
 encoder q(z|x) = N(a x + c, exp(s)^2). Data: samples around 0.8 with a small spread (0.05), wider than sigma
 (0.02), so the decoder must use z (with sigma above the spread the optimum ignores z: posterior collapse, gap 0).
-After fitting the ELBO, the figure moves the decoder parameter theta = w and, separately, each encoder parameter phi in (a, c, s) around its
-trained value and plots the true log p(x) with the ELBO (Monte Carlo mean and spread of a minibatch estimate).
+After fitting the ELBO, the figure moves the decoder parameter theta = w and, separately, each encoder parameter
+phi in (a, c, s) around its trained value and plots the true log p(x) with the ELBO (Monte Carlo mean and spread of
+a minibatch estimate).
 
 Everything the figure shows is checkable: log p(x) = ELBO + KL(q(z|x) || p(z|x)), both sides by quadrature on
 the same grid; the ELBO never exceeds log p(x); log p(x) does not depend on the encoder.
