@@ -1,9 +1,9 @@
 """MNIST digits, read from torchvision's raw idx files or straight from the .gz downloads."""
 
 import gzip
+import struct
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-import struct
 from math import prod
 from pathlib import Path
 
