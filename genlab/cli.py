@@ -29,6 +29,7 @@ from .callbacks import FIGURES, default_callbacks, render_from_checkpoint
 from .callbacks import reliability
 from .callbacks.compile import Compile
 from .callbacks.evaluation import TestMetrics
+from .arguments import names_class, with_default_classes
 from .callbacks.base import resolve_class
 from .errors import GenlabError, GenlabParser, check_names, innermost_message, public_classes, \
     raised_by_genlab
@@ -37,12 +38,21 @@ from .io import AtomicCheckpointIO, load_checkpoint
 DEFAULT_MODEL, DEFAULT_DATA = "ConvVAE", "Shapes"
 
 
+def model_names() -> list[str]:
+    """genlab's own models, by the names `--model` accepts."""
+    return public_classes(models, LightningModule, ("Autoencoder", "Adversarial"))
+
+
+def data_names() -> list[str]:
+    """genlab's own datamodules, by the names `--data` accepts."""
+    return public_classes(datamodules, LightningDataModule, ("ImageDataModule",))
+
+
 def name_choices() -> dict[str, tuple[str, list[str]]]:
     """The flags whose value is a class name, and the names genlab accepts for each."""
     callback_names = sorted({*public_classes(lightning_callbacks, Callback), *public_classes(callbacks, Callback),
                              *public_classes(reliability, Callback)})
-    return {"--model": ("genlab model", public_classes(models, LightningModule, ("Autoencoder", "Adversarial"))),
-            "--data": ("genlab dataset", public_classes(datamodules, LightningDataModule, ("ImageDataModule",))),
+    return {"--model": ("genlab model", model_names()), "--data": ("genlab dataset", data_names()),
             "--trainer.callbacks": ("known callback", callback_names),
             "--trainer.logger": ("known logger", public_classes(lightning_loggers, Logger))}
 
@@ -63,7 +73,6 @@ class GenlabCLI(LightningCLI):
     model_named = False  # whether --model was given on the command line
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.set_defaults({"model": DEFAULT_MODEL, "data": DEFAULT_DATA})
         # The model is built for the data it is given: (C, H, W) comes from the datamodule, never typed twice.
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
         # Conditional models take the number of classes too; jsonargparse skips the link for models without it.
@@ -82,10 +91,13 @@ class GenlabCLI(LightningCLI):
                              "checkpoint.filename": "best-{epoch:03d}", "checkpoint.save_top_k": 1})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        if args is None or isinstance(args, list):
+        if isinstance(args, dict):
+            args = {"model": DEFAULT_MODEL, "data": DEFAULT_DATA, **args}
+        else:
             argv = list(sys.argv[1:] if args is None else args)
             check_class_names(argv)
-            self.model_named = any(a == "--model" or a.startswith("--model=") for a in argv)
+            self.model_named = names_class(argv, "model")
+            args = with_default_classes(argv, {"model": DEFAULT_MODEL, "data": DEFAULT_DATA})
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand and self.config[subcommand].get("ckpt_path") == "last":
