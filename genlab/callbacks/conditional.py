@@ -8,6 +8,7 @@ from torch import Tensor
 from ..models.protocols import Sampler
 from .base import FigureCallback, condition_kind, real_batch, resolve_class
 from .figures import grid_figure, stack_rows
+from .latent_pca import class_name
 
 OUTSIDE_GREY = 0.5  # fills what the model does not see in the "condition" column: neither ink nor background
 
@@ -29,8 +30,9 @@ def condition_region(model: object, images: Tensor) -> Tensor:
 class ConditionalGrid(FigureCallback):
     """Samples of a conditional model per condition.
 
-    Label-conditioned models: one row per class (0 to num_classes - 1), `num_samples` columns; every row decodes
-    the same prior draws, so a column keeps its style while the class changes. Image-conditioned models (e.g.
+    Label-conditioned models: one row per class (0 to num_classes - 1, named by the datamodule's `class_names` when
+    it has them), `num_samples` columns; every row decodes the same prior draws, so a column keeps its style while
+    the class changes. Image-conditioned models (e.g.
     `CVAE(condition="quarter")`): one row per validation image, with the condition (the region the model reads;
     the rest grey), `num_samples` completions, the prediction of a `BaselineNN` when `baseline_checkpoint` is
     given, and the truth.
@@ -108,8 +110,9 @@ class ConditionalGrid(FigureCallback):
         if baseline is not None:
             rows = torch.cat([rows, baseline[:, None]], dim=1)
             title += "; last column: baseline"
-        fig = grid_figure(stack_rows(list(rows)), ncol=rows.shape[1], row_labels=[f"y = {k}" for k in classes],
-                          title=title)
+        names = getattr(data, "class_names", None)
+        labels = [f"y = {k}" if names is None else class_name(k, names) for k in classes]
+        fig = grid_figure(stack_rows(list(rows)), ncol=rows.shape[1], row_labels=labels, title=title)
         fit_title(fig, [title, "per class"])
         return fig
 

@@ -1,6 +1,6 @@
 """Latent codes seen from above: a 2-D PCA of the codes of validation images, coloured by label."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -41,8 +41,15 @@ def pad_to_2d(codes: Tensor) -> Tensor:
     return torch.cat([codes, torch.zeros_like(codes)], dim=1) if codes.shape[1] < 2 else codes
 
 
-def scatter_by_label(ax: Axes, points: np.ndarray, labels: Tensor | None, name: str = "", marker: str = "o") -> None:
-    """Scatter 2-D points coloured by integer label; one colour when all labels are equal (or there are none)."""
+def class_name(label: int, class_names: Sequence[str] | None) -> str:
+    """What label k is called in a legend: the dataset's class name when it has one, else k itself."""
+    return class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
+
+
+def scatter_by_label(ax: Axes, points: np.ndarray, labels: Tensor | None, name: str = "", marker: str = "o",
+                     class_names: Sequence[str] | None = None) -> None:
+    """Scatter 2-D points coloured by integer label, named by `class_names` in the legend; one colour when all
+    labels are equal (or there are none)."""
     size = 10 if len(points) < 2000 else 4
     if labels is None or labels.unique().numel() < 2:
         ax.scatter(*points.T, s=size, alpha=0.7, marker=marker, label=name or None)
@@ -54,7 +61,7 @@ def scatter_by_label(ax: Axes, points: np.ndarray, labels: Tensor | None, name: 
         for c in classes:
             keep = labels == c
             ax.scatter(*points[keep].T, s=size, alpha=0.7, marker=marker, color=cmap(int(c) % 10),
-                       label=f"{name} {c}".strip())
+                       label=f"{name} {class_name(int(c), class_names)}".strip())
     else:
         dots = ax.scatter(*points.T, c=labels, s=size, alpha=0.7, marker=marker, cmap="viridis")
         ax.figure.colorbar(dots, ax=ax, label="label")
@@ -95,7 +102,7 @@ class LatentPCA(FigureCallback):
         ax = fig.add_subplot()
         if self.overlay_prior:
             prior_overlay(ax, pca, model.latent_dim, len(x), self.seed)
-        scatter_by_label(ax, pca.project(codes), y)
+        scatter_by_label(ax, pca.project(codes), y, class_names=getattr(data, "class_names", None))
         pca.label_axes(ax)
         ax.set_title(f"latent PCA of {len(x)} validation codes (latent_dim {model.latent_dim})", fontsize=10)
         legend(ax)
@@ -103,7 +110,7 @@ class LatentPCA(FigureCallback):
 
 
 def compare_latent_pca(models: Mapping[str, LatentModel], x: Tensor, y: Tensor | None = None,
-                       overlay_prior: bool = True, seed: int = 0) -> Figure:
+                       overlay_prior: bool = True, seed: int = 0, class_names: Sequence[str] | None = None) -> Figure:
     """Codes of the same images under two or more models, one panel each plus one overlapping them all.
 
     One PCA is fitted on the union of all codes, and every panel shares its axes, so positions and spreads are
@@ -125,7 +132,7 @@ def compare_latent_pca(models: Mapping[str, LatentModel], x: Tensor, y: Tensor |
     for i, (ax, (name, z)) in enumerate(zip(axes, codes.items())):
         if overlay_prior:
             prior_overlay(ax, pca, next(iter(dims.values())), len(x), seed)
-        scatter_by_label(ax, pca.project(z), y)
+        scatter_by_label(ax, pca.project(z), y, class_names=class_names)
         ax.set_title(name, fontsize=10)
         # Overlap panel: one colour per model, so the clouds (not the classes) are told apart.
         axes[-1].scatter(*pca.project(z).T, s=6, alpha=0.5, marker=MARKERS[i % len(MARKERS)], label=name)

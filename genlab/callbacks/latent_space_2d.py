@@ -45,7 +45,7 @@ class LatentSpace2D(FigureCallback):
 
         fig = new_figure(11.0, 5.2)
         left, right = fig.subplots(1, 2, sharex=True, sharey=True)
-        scatter_by_label(left, codes.numpy(), y)
+        scatter_by_label(left, codes.numpy(), y, class_names=getattr(data, "class_names", None))
         left.set_title(f"codes of {len(x)} validation images", fontsize=10)
         legend(left)
         if images.shape[1] == 1:

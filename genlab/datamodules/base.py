@@ -108,9 +108,9 @@ class ImageDataModule(LightningDataModule):
     """Float images in [0, 1], shape (C, H, W), served from memory; batches are (x, y) with y int64 labels (zeros
     when the dataset has none).
 
-    Subclasses set `image_shape` and `num_classes` (as class attributes, or in `__init__` so the CLI can link them to
-    the model before `setup`) and implement `load_split`. Without an official validation split, "val" is a seeded
-    `val_fraction` of "train", the same on every run and every rank.
+    Subclasses set `image_shape`, `num_classes` and `class_names` (as class attributes, or in `__init__` so the CLI
+    can link them to the model before `setup`) and implement `load_split`. Without an official validation split,
+    "val" is a seeded `val_fraction` of "train", the same on every run and every rank.
 
     Args:
         root: folder holding the dataset's files; None means `default_root()` ($GENLAB_DATA, else ./data).
@@ -130,6 +130,7 @@ class ImageDataModule(LightningDataModule):
 
     image_shape: tuple[int, int, int]
     num_classes: int | None = None
+    class_names: list[str] | None = None  # what label k means (legends, conditional grids); None: just k
     official_val: bool = False  # True when the dataset ships its own validation split
 
     def __init__(self, root: str | None = None, batch_size: int = 128, num_workers: int = 0,

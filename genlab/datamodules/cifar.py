@@ -21,6 +21,7 @@ class CIFAR10(ImageDataModule):
 
     image_shape = (3, 32, 32)
     num_classes = 10
+    class_names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
     def load_split(self, split: str) -> tuple[Tensor, Tensor]:
         self.check_split(split)

@@ -93,6 +93,7 @@ class MNIST(ImageDataModule):
 
     image_shape = (1, 28, 28)
     num_classes = 10
+    class_names = [str(digit) for digit in range(10)]
 
     def __init__(self, binarize: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -66,6 +66,7 @@ class Shapes(ImageDataModule):
     """
 
     num_classes = 3
+    class_names = list(SHAPE_NAMES)
     factor_names = FACTOR_NAMES
     shape_names = SHAPE_NAMES
 

@@ -29,6 +29,7 @@ class SVHN(ImageDataModule):
 
     image_shape = (3, 32, 32)
     num_classes = 10
+    class_names = [str(digit) for digit in range(10)]  # label 10 in the files is digit 0, served as 0
 
     def load_split(self, split: str) -> tuple[Tensor, Tensor]:
         self.check_split(split)
