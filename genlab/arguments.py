@@ -91,3 +91,17 @@ def with_default_classes(argv: list[str], defaults: dict[str, str]) -> list[str]
     """`argv` naming a class for every key of `defaults` (key -> class name) that it leaves unnamed."""
     extra = [class_flag(key, name) for key, name in defaults.items() if not names_class(argv, key)]
     return insert_after_subcommand(argv, extra) if extra else argv
+
+
+def with_logger_save_dir(argv: list[str]) -> list[str]:
+    """`--trainer.logger CSVLogger` (or TensorBoardLogger) without a save_dir gets an empty one, which the CLI
+    replaces by the runs folder (jsonargparse refuses a logger that lacks a required argument)."""
+    if any(a.partition("=")[0] == "--trainer.logger.save_dir" for a in argv):
+        return argv
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        at = i + 1 if eq else i + 2
+        value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        if flag == "--trainer.logger" and value.rpartition(".")[2] in ("CSVLogger", "TensorBoardLogger"):
+            return [*argv[:at], "--trainer.logger.save_dir=", *argv[at:]]
+    return argv

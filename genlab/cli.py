@@ -29,11 +29,15 @@ from .callbacks import FIGURES, default_callbacks, render_from_checkpoint
 from .callbacks import reliability
 from .callbacks.compile import Compile
 from .callbacks.evaluation import TestMetrics
-from .arguments import names_class, with_default_classes
+from .arguments import (class_flag, explicit_init_args, insert_after_subcommand, names_class, with_default_classes,
+                        with_logger_save_dir)
 from .callbacks.base import resolve_class
 from .errors import GenlabError, GenlabParser, check_names, innermost_message, public_classes, \
     raised_by_genlab
 from .io import AtomicCheckpointIO, load_checkpoint
+from .runs import (RUN_FOLDER_ENV, checkpoint_settings, claim_run_folder, find_last_checkpoint, logger_for_run,
+                   read_run_config, remove_if_unused, run_folder_of, runs_parent, settings_conflicts,
+                   shared_run_folder)
 
 DEFAULT_MODEL, DEFAULT_DATA = "ConvVAE", "Shapes"
 
@@ -70,6 +74,7 @@ class GenlabCLI(LightningCLI):
     written atomically, a NaN/Inf guard, Ctrl-C/SIGTERM saving a checkpoint, and one-line errors."""
 
     ckpt_hparams: dict = {}  # hyperparameters stored in --ckpt_path, once it has been checked
+    claimed: Path | None = None  # the run folder this command created (removed again if it fails to start)
     model_named = False  # whether --model was given on the command line
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -91,29 +96,113 @@ class GenlabCLI(LightningCLI):
                              "checkpoint.filename": "best-{epoch:03d}", "checkpoint.save_top_k": 1})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        defaults = {"model": DEFAULT_MODEL, "data": DEFAULT_DATA}
         if isinstance(args, dict):
-            args = {"model": DEFAULT_MODEL, "data": DEFAULT_DATA, **args}
-        else:
-            argv = list(sys.argv[1:] if args is None else args)
-            check_class_names(argv)
-            self.model_named = names_class(argv, "model")
-            args = with_default_classes(argv, {"model": DEFAULT_MODEL, "data": DEFAULT_DATA})
-        super().parse_arguments(parser, args)
+            self.config = parser.parse_object({**defaults, **args})
+            return
+        argv = with_logger_save_dir(list(sys.argv[1:] if args is None else args))
+        check_class_names(argv)
+        self.model_named = names_class(argv, "model")
+        asks_checkpoint = any(a.partition("=")[0] == "--ckpt_path" for a in argv)
+        # With a checkpoint the arguments are parsed twice; only the second, final parse may print the config.
+        first = [a for a in argv if not a.startswith("--print_config")] if asks_checkpoint else argv
+        # The parser itself, not super(): it warns whenever args are given beside sys.argv, and here they always are.
+        self.config = parser.parse_args(with_default_classes(first, defaults))
         subcommand = self.config.get("subcommand")
-        if subcommand and self.config[subcommand].get("ckpt_path") == "last":
-            self.config[subcommand].ckpt_path = find_last_checkpoint(self.config[subcommand], subcommand)
+        if not subcommand or not self.config[subcommand].get("ckpt_path"):
+            return
+        config = self.config[subcommand]
+        wanted = {name: config.model.init_args[name] for name in explicit_init_args(argv, "model")
+                  if name in (config.model.get("init_args") or {})}
+        path = config.ckpt_path
+        if path == "last":
+            path = self.find_last(config, subcommand, argv, wanted)
+        if not path or not Path(path).is_file():
+            config.ckpt_path = path  # None (a new run), or Lightning's own "best"/"hpc"/registry names
+            return
+        self.ckpt_hparams = load_checkpoint(path).get("hyper_parameters", {})  # refuses files that would run code
+        saved_class = self.ckpt_hparams.get("_class_path") or config.model.class_path
+        check_model_class(path, self.ckpt_hparams, config.model.class_path, self.model_named)
+        conflicts, changes = settings_conflicts(self.ckpt_hparams, wanted)
+        if conflicts:
+            raise GenlabError(f"{path} was trained with other settings than those given ({'; '.join(conflicts)}); "
+                              f"drop those flags to continue it, or train a new run without --ckpt_path")
+        if changes:
+            rank_zero_info(f"genlab: resuming {path} with changed settings: {'; '.join(changes)}")
+        # The checkpoint's settings first, then the user's flags; data from the run's own config unless named.
+        extra = [class_flag("model", saved_class, checkpoint_settings(self.ckpt_hparams))]
+        data = read_run_config(run_folder_of(path)).get("data")
+        if isinstance(data, dict) and data.get("class_path") and not names_class(argv, "data"):
+            extra.append(class_flag("data", data["class_path"], data.get("init_args")))
+        self.config = parser.parse_args(with_default_classes(insert_after_subcommand(argv, extra), defaults))
+        self.config[subcommand].ckpt_path = str(path)
+
+    def find_last(self, config: object, subcommand: str, argv: list[str], wanted: dict) -> str | None:
+        """`--ckpt_path last`: the newest last.ckpt of the model, data and settings asked for."""
+        root = Path(config.checkpoint.get("dirpath") or config.trainer.get("default_root_dir") or "runs")
+        model = config.model.class_path if self.model_named else None
+        data = config.data.class_path if names_class(argv, "data") and config.get("data") else None
+        found = find_last_checkpoint(root, model, data, wanted, same_class)
+        if found:
+            rank_zero_info(f"genlab: --ckpt_path last -> {found}")
+            return str(found)
+        if subcommand == "fit":  # set-and-forget: the first run of a resumable script starts from scratch
+            rank_zero_info(f"genlab: --ckpt_path last: no matching last.ckpt under {root} yet; starting a new run")
+            return None
+        raise GenlabError(f"--ckpt_path last: no last.ckpt under {root} of the model and data asked for; train "
+                          f"first (genlab fit ...) or give the path")
 
     def _parse_ckpt_path(self) -> None:
-        """Check --ckpt_path before Lightning reads its hyperparameters: loadable without running code, and a
-        checkpoint of the model class asked for."""
-        subcommand = self.config.get("subcommand")
-        path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if path and path not in ("best", "hpc", "registry") and not str(path).startswith("registry:"):
-            self.ckpt_hparams = load_checkpoint(path).get("hyper_parameters", {})
-            check_model_class(path, self.ckpt_hparams, self.config[subcommand].model.class_path, self.model_named)
-        super()._parse_ckpt_path()
+        """Overrides Lightning's private hook, which overwrites the user's flags with the checkpoint's
+        hyperparameters: `parse_arguments` applies them itself, after refusing conflicting flags."""
+
+    def before_instantiate_classes(self) -> None:
+        """Decide this run's folder before the logger and checkpoint callback are built: the trained run's own
+        folder for a checkpoint written in one, else a newly claimed `version_N`."""
+        config = self.config[self.subcommand] if self.subcommand else None
+        if config is None or config.trainer.get("logger") is False:
+            return
+        if self.subcommand != "fit":  # keep the training command's config.yaml beside this one's
+            self.save_config_kwargs["config_filename"] = f"config_{self.subcommand}.yaml"
+        ckpt = config.get("ckpt_path")
+        root = Path(config.trainer.get("default_root_dir") or "runs")
+        folder = run_folder_of(ckpt) if ckpt and Path(ckpt).is_file() else None
+        parent = runs_parent(config.trainer.logger, root)
+        if folder is None and parent is not None:
+            folder = shared_run_folder() or claim_run_folder(parent)
+            self.claimed = folder
+        if folder is None:
+            return
+        os.environ[RUN_FOLDER_ENV] = str(folder)  # DDP ranks started by Lightning read it (shared_run_folder)
+        config.trainer.logger = logger_for_run(config.trainer.logger, folder)
+        if not config.checkpoint.get("dirpath"):
+            config.checkpoint.dirpath = str(folder / "checkpoints")
+        rank_zero_info(f"genlab: run folder {folder}" + (f" (continuing {Path(ckpt).name})" if ckpt else ""))
 
     def instantiate_classes(self) -> None:
+        try:
+            self._instantiate_classes()
+        except BaseException:
+            self.remove_claimed()
+            raise
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            self.remove_claimed()
+            raise
+
+    def remove_claimed(self) -> None:
+        """A failed start leaves no empty run folder behind."""
+        if self.claimed is not None and self.trainer_is_zero():
+            remove_if_unused(self.claimed)
+
+    def trainer_is_zero(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return trainer is None or trainer.is_global_zero
+
+    def _instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         max_epochs = config.trainer.get("max_epochs")
         if self.subcommand == "fit" and max_epochs is not None and (max_epochs == 0 or max_epochs < -1):
@@ -159,21 +248,6 @@ class GenlabCLI(LightningCLI):
         if options.get("save_dir") is None and checkpoint.parent.name == "checkpoints":
             options["save_dir"] = str(checkpoint.parent.parent)  # next to the trained run's figures and config
         self.trainer.callbacks.append(TestMetrics(**options))
-
-
-def find_last_checkpoint(config: object, subcommand: str) -> str | None:
-    """`--ckpt_path last`: the newest last*.ckpt under --checkpoint.dirpath, else under the runs folder
-    (runs/lightning_logs/version_N/checkpoints/last.ckpt)."""
-    root = Path(config.checkpoint.get("dirpath") or config.trainer.get("default_root_dir") or "runs")
-    found = [p for p in root.rglob("last*.ckpt") if p.is_file()] if root.is_dir() else []
-    if found:
-        newest = max(found, key=lambda p: p.stat().st_mtime)
-        rank_zero_info(f"genlab: --ckpt_path last -> {newest}")
-        return str(newest)
-    if subcommand == "fit":  # set-and-forget: the first run of a resumable script starts from scratch
-        rank_zero_info(f"genlab: --ckpt_path last: no last.ckpt under {root} yet; starting a new run")
-        return None
-    raise GenlabError(f"--ckpt_path last: no last.ckpt under {root}; train first (genlab fit ...) or give the path")
 
 
 def check_model_class(path: str | Path, hparams: dict, class_path: str, named: bool = True) -> None:
@@ -289,6 +363,7 @@ def main(args: ArgsType = None, run: bool = True) -> GenlabCLI | None:
 
 def console() -> None:
     """The `genlab` console script: like `main`, but returns nothing, so the exit status is 0 on success."""
+    sys.path.insert(0, os.getcwd())  # `--data mypkg.MyDataModule` from the current folder, as `python -m` allows
     main()
 
 

@@ -1,0 +1,165 @@
+"""Run folders: one `runs/lightning_logs/version_N` per run, holding its config, curves, figures and checkpoints.
+
+- `claim_run_folder` takes the next free `version_N` with an atomic `mkdir`, so two runs started together never
+  share one.
+- `find_last_checkpoint` (`--ckpt_path last`) finds the newest `last.ckpt` of the model and data asked for, whose
+  recorded settings agree with the ones given on the command line.
+- `settings_conflicts` compares what the user set with a checkpoint's hyperparameters: a resumed run may change
+  its learning rate, not its architecture.
+"""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+from jsonargparse import Namespace
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+from .errors import GenlabError
+from .io import load_checkpoint
+
+RUN_FOLDER_ENV = "GENLAB_RUN_FOLDER"  # rank 0's run folder, for the DDP ranks Lightning starts after it
+RUNS_NAME = "lightning_logs"  # Lightning's own name for the experiment folder under default_root_dir
+MAY_CHANGE_ON_RESUME = frozenset({"lr"})
+LINKED = frozenset({"image_shape", "num_classes"})  # set from the datamodule, never by the user
+
+
+def version_of(folder: Path) -> int | None:
+    match = re.fullmatch(r"version_(\d+)", folder.name)
+    return int(match.group(1)) if match else None
+
+
+def run_folder_of(checkpoint: str | Path) -> Path | None:
+    """The run folder a checkpoint was written in (`.../version_N/checkpoints/x.ckpt`), if it was."""
+    folder = Path(checkpoint).resolve().parent.parent
+    return folder if Path(checkpoint).resolve().parent.name == "checkpoints" and version_of(folder) is not None \
+        else None
+
+
+def read_run_config(folder: Path | None) -> dict:
+    """A run's saved `config.yaml` (the resolved command line), or {} when there is none."""
+    path = folder / "config.yaml" if folder else None
+    if not path or not path.is_file():
+        return {}
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def claim_run_folder(parent: Path) -> Path:
+    """Create and return `parent/version_N` for the smallest free N; `mkdir` fails if another run took it first."""
+    parent.mkdir(parents=True, exist_ok=True)
+    taken = [v for p in parent.iterdir() if (v := version_of(p)) is not None]
+    number = max(taken, default=-1) + 1
+    while True:
+        folder = parent / f"version_{number}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            number += 1
+
+
+def remove_if_unused(folder: Path) -> None:
+    """Remove a run folder that a failed start left without checkpoints or figures."""
+    if folder.is_dir() and not any((folder / name).exists() for name in ("checkpoints", "figures")):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def plain(value: object) -> object:
+    """Tuples as lists, recursively: a checkpoint stores (8, 16) where a config file says [8, 16]."""
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def settings_conflicts(hparams: dict, wanted: dict) -> tuple[list[str], list[str]]:
+    """(conflicts, changes): user settings that differ from the checkpoint's, split into those that would build
+    another model and those a resumed run may change (the learning rate)."""
+    conflicts, changes = [], []
+    for name, value in wanted.items():
+        if name in hparams and plain(hparams[name]) != plain(value):
+            line = f"{name}: {plain(hparams[name])} -> {plain(value)}"
+            (changes if name in MAY_CHANGE_ON_RESUME else conflicts).append(line)
+    return conflicts, changes
+
+
+def checkpoint_settings(hparams: dict) -> dict:
+    """The model settings a checkpoint records, less the class and what the CLI links from the data."""
+    return {k: plain(v) for k, v in hparams.items() if not k.startswith("_") and k not in LINKED}
+
+
+def find_last_checkpoint(root: Path, model_class: str | None, data_class: str | None, wanted: dict,
+                         same_class: object) -> Path | None:
+    """The newest `last*.ckpt` under `root` of `model_class` (any if None) trained on `data_class` (any if None)
+    whose hyperparameters agree with `wanted`; `same_class(a, b)` says whether two import paths name one class."""
+    found = sorted((p for p in root.rglob("last*.ckpt") if p.is_file()) if root.is_dir() else [],
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in found:
+        try:
+            hparams = load_checkpoint(path).get("hyper_parameters", {})
+        except GenlabError:
+            continue
+        if model_class and hparams.get("_class_path") and not same_class(hparams["_class_path"], model_class):
+            continue
+        data = read_run_config(run_folder_of(path)).get("data")
+        saved_data = data.get("class_path") if isinstance(data, dict) else data
+        if data_class and saved_data and not same_class(saved_data, data_class):
+            continue
+        if settings_conflicts(hparams, wanted)[0]:
+            continue
+        return path
+    if found:
+        rank_zero_info(f"genlab: --ckpt_path last: none of the {len(found)} last.ckpt under {root} is of the model, "
+                       f"data and settings asked for")
+    return None
+
+
+def shared_run_folder() -> Path | None:
+    """On a DDP rank that Lightning started (LOCAL_RANK > 0), the folder rank 0 claimed: every rank agrees."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(RUN_FOLDER_ENV):
+        return Path(os.environ[RUN_FOLDER_ENV])
+    return None
+
+
+FOLDER_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers writing to save_dir/name/version_N
+
+
+def logger_kind(logger: object) -> str | None:
+    """The class name of a logger given in the config (None, True: Lightning's default TensorBoardLogger)."""
+    if logger is None or logger is True:
+        return "TensorBoardLogger"
+    class_path = logger.get("class_path") if hasattr(logger, "get") else None
+    return class_path.rpartition(".")[2] if isinstance(class_path, str) else None
+
+
+def runs_parent(logger: object, root: Path) -> Path | None:
+    """Where this logger's `version_N` folders live (`<save_dir>/<name>`), or None for a logger genlab leaves
+    alone (several loggers, a custom class)."""
+    kind = logger_kind(logger)
+    init = (logger.get("init_args") or {}) if hasattr(logger, "get") else {}
+    if kind in FOLDER_LOGGERS:
+        return Path(init.get("save_dir") or root) / (init.get("name") or RUNS_NAME)
+    if kind == "WandbLogger":
+        return root / RUNS_NAME
+    return None
+
+
+def logger_for_run(logger: object, folder: Path) -> object:
+    """The logger config writing into `folder`: TensorBoard/CSV at version N of it, W&B with it as save_dir."""
+    kind = logger_kind(logger)
+    if kind in FOLDER_LOGGERS:
+        init = dict(vars(logger.get("init_args") or Namespace())) if hasattr(logger, "get") else {}
+        init.update(save_dir=str(folder.parent.parent), name=folder.parent.name, version=version_of(folder))
+        return Namespace(class_path=f"lightning.pytorch.loggers.{kind}", init_args=Namespace(**init))
+    if kind == "WandbLogger":
+        init = dict(vars(logger.get("init_args") or Namespace()))
+        init["save_dir"] = str(folder)
+        return Namespace(class_path="lightning.pytorch.loggers.WandbLogger", init_args=Namespace(**init))
+    return logger
