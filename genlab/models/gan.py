@@ -5,7 +5,8 @@ are mapped by 2x - 1 before the discriminator sees them. `decode` and `sample` r
 every datamodule's images. (A sigmoid generator against [0, 1] images is the same map on paper, but in practice its
 saturating output let the course MLP's discriminator win within one MNIST epoch and the generator collapsed.)
 Objectives: "bce" (Goodfellow et al., 2014, non-saturating, one-sided label smoothing) or "wgan-gp" (Gulrajani et
-al., 2017: a critic without sigmoid, gradient penalty, `n_critic` critic steps per generator step).
+al., 2017: a critic without sigmoid, batch norm or dropout, gradient penalty, `n_critic` critic steps per generator
+step). Settings left at None take the objective's defaults, `OBJECTIVE_DEFAULTS`.
 """
 
 from collections.abc import Sequence
@@ -23,16 +24,30 @@ from .gan_losses import (OBJECTIVES, bce_discriminator_loss, bce_generator_loss,
 
 Batch = tuple[Tensor, Tensor]
 
+# The papers' settings: TTUR with Radford et al.'s Adam for "bce"; Gulrajani et al. (2017, Alg. 1) for "wgan-gp".
+OBJECTIVE_DEFAULTS = {
+    "bce": {"lr_d": 4e-4, "beta1": 0.5, "beta2": 0.999, "dropout": 0.3, "n_critic": 1},
+    "wgan-gp": {"lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9, "dropout": 0.0, "n_critic": 5},
+}
+
+
+def objective_settings(objective: str, **given: float | None) -> dict[str, float]:
+    """`given` with every None replaced by the objective's default (`OBJECTIVE_DEFAULTS`)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r} is unknown; choose one of {OBJECTIVES}")
+    return {name: OBJECTIVE_DEFAULTS[objective][name] if value is None else value for name, value in given.items()}
+
 
 class MLPDiscriminator(nn.Sequential):
-    """Images (B, C, H, W) -> logits (B, 1): Linear + LeakyReLU(0.2) + Dropout per hidden width (the course's D)."""
+    """Images (B, C, H, W) -> logits (B, 1): Linear + LeakyReLU(0.2) + Dropout (none at 0) per hidden width (the
+    course's D)."""
 
     def __init__(self, image_shape: Sequence[int], hidden: Sequence[int] = (1024, 512, 256),
                  dropout: float = 0.3) -> None:
         layers: list[nn.Module] = [nn.Flatten()]
         features = prod(image_shape)
         for width in hidden:
-            layers += [nn.Linear(features, width), nn.LeakyReLU(0.2), nn.Dropout(dropout)]
+            layers += [nn.Linear(features, width), nn.LeakyReLU(0.2), *([nn.Dropout(dropout)] if dropout else [])]
             features = width
         super().__init__(*layers, nn.Linear(features, 1))
 
@@ -95,16 +110,19 @@ class Adversarial(LightningModule):
     every `n_critic`-th.
 
     Logs `train/d_loss`, `train/g_loss`, `train/d_real`, `train/d_fake` (mean D probability for "bce", mean critic
-    value for "wgan-gp") and `train/gp`. `val/loss`, for checkpointing, is the current D's estimate of the divergence
-    between held-out real images and fresh fakes from fixed noise: log 4 - BCE (= 2 JSD at the optimal D) for
-    "bce", the critic's Wasserstein estimate for "wgan-gp". Lower means fakes that D separates less well from data;
-    it is only as good as D, so treat it as a trend and check samples.
+    value for "wgan-gp") and `train/gp`. On held-out real images and fresh fakes from fixed noise, the current D's
+    divergence estimate, under its name and as `val/loss` (for checkpointing, lower is better):
+    `val/js_estimate` for "bce", a lower bound (at most log 4 nats) on 2 JSD(data || model), which is 0 for equal
+    laws and log 4 for disjoint ones, with the label smoothing undone (see `js_estimate`); `val/wasserstein_estimate`,
+    E C(real) - E C(fake), for "wgan-gp". Either is only as good as D: treat it as a trend and check samples.
 
     Args:
-        lr_g, lr_d: two time-scale update rule (Heusel et al., 2017): D learns faster.
+        lr_g, lr_d: learning rates; "bce" uses the two time-scale update rule (Heusel et al., 2017): D learns faster.
         real_label: target for real images with "bce" (0.9: one-sided label smoothing).
-        n_critic: discriminator steps per generator step; None means 5 for "wgan-gp" and 1 for "bce".
-        beta1, beta2: Adam's betas for both networks; Gulrajani et al. use lr 1e-4 and betas (0, 0.9) for WGAN-GP.
+        n_critic: discriminator steps per generator step.
+        beta1, beta2: Adam's betas for both networks.
+        lr_d, beta1, beta2 and n_critic left at None take the objective's default (`OBJECTIVE_DEFAULTS`): for
+        "wgan-gp" Gulrajani et al.'s lr 1e-4, betas (0, 0.9), 5 critic steps; for "bce" lr_d 4e-4, betas (0.5, 0.999).
 
     DDP: each backward uses only one network's parameters, which plain DDP rejects (Lightning issue #20328); `setup`
     therefore switches on `find_unused_parameters` before the strategy wraps the model, so `--trainer.strategy ddp`
@@ -112,21 +130,21 @@ class Adversarial(LightningModule):
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, image_shape: Sequence[int], latent_dim: int,
-                 objective: str = "bce", lr_g: float = 1e-4, lr_d: float = 4e-4, beta1: float = 0.5,
-                 beta2: float = 0.999, real_label: float = 0.9, gp_weight: float = 10.0,
+                 objective: str = "bce", lr_g: float = 1e-4, lr_d: float | None = None, beta1: float | None = None,
+                 beta2: float | None = None, real_label: float = 0.9, gp_weight: float = 10.0,
                  n_critic: int | None = None) -> None:
         super().__init__()
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective={objective!r} is unknown; choose one of {OBJECTIVES}")
-        if n_critic is not None and n_critic < 1:
+        settings = objective_settings(objective, lr_d=lr_d, beta1=beta1, beta2=beta2, n_critic=n_critic)
+        if settings["n_critic"] < 1:
             raise ValueError(f"n_critic={n_critic} must be a positive integer (or None for the default)")
+        if not 0.0 < real_label <= 1.0:
+            raise ValueError(f"real_label={real_label} is invalid: the real target must be in (0, 1]")
         self.save_hyperparameters(ignore=["generator", "discriminator"])
         self.automatic_optimization = False  # two optimisers, stepped by hand (Lightning 2 has no optimizer_idx)
         self.generator, self.discriminator = generator, discriminator
         self.image_shape, self.latent_dim, self.objective = tuple(image_shape), latent_dim, objective
-        self.lr_g, self.lr_d, self.betas = lr_g, lr_d, (beta1, beta2)
-        self.real_label, self.gp_weight = real_label, gp_weight
-        self.n_critic = n_critic if n_critic is not None else (5 if objective == "wgan-gp" else 1)
+        self.lr_g, self.lr_d, self.betas = lr_g, settings["lr_d"], (settings["beta1"], settings["beta2"])
+        self.real_label, self.gp_weight, self.n_critic = real_label, gp_weight, settings["n_critic"]
 
     # --- the protocol ---
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
@@ -218,10 +236,12 @@ class Adversarial(LightningModule):
         noise = torch.Generator().manual_seed(batch_idx + 100_003 * self.global_rank)
         real_out = self.discriminator(self.signed(real)).float()
         fake_out = self.discriminator(self.signed(self.sample(len(real), generator=noise))).float()
-        # Unsmoothed, no penalty: a divergence estimate (lower: fakes closer to data), not D's training loss.
-        loss = js_estimate(real_out, fake_out) if self.objective == "bce" else \
-            -wasserstein_critic_loss(real_out, fake_out)
-        terms = {"loss": loss, **self.readout(real_out, fake_out)}
+        # Smoothing undone, no penalty: a divergence estimate (lower: fakes closer to data), not D's training loss.
+        if self.objective == "bce":
+            name, estimate = "js_estimate", js_estimate(real_out, fake_out, self.real_label)
+        else:
+            name, estimate = "wasserstein_estimate", -wasserstein_critic_loss(real_out, fake_out)
+        terms = {"loss": estimate, name: estimate, **self.readout(real_out, fake_out)}
         self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, batch_size=len(real),
                       sync_dist=True)
 
@@ -232,13 +252,16 @@ class Adversarial(LightningModule):
 
 class GAN(Adversarial):
     """The course MLP GAN: G z -> 256 -> 512 -> 1024 -> image, D image -> 1024 -> 512 -> 256 -> 1, LeakyReLU(0.2),
-    dropout in D. Objectives, learning rates and logging are those of `Adversarial`."""
+    dropout in D (None: 0.3 for "bce", none for the "wgan-gp" critic). Objectives, learning rates and logging are
+    those of `Adversarial`."""
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 100,
-                 hidden: Sequence[int] = (256, 512, 1024), dropout: float = 0.3, objective: str = "bce",
-                 lr_g: float = 1e-4, lr_d: float = 4e-4, beta1: float = 0.5, beta2: float = 0.999,
-                 real_label: float = 0.9, gp_weight: float = 10.0, n_critic: int | None = None) -> None:
+                 hidden: Sequence[int] = (256, 512, 1024), dropout: float | None = None, objective: str = "bce",
+                 lr_g: float = 1e-4, lr_d: float | None = None, beta1: float | None = None,
+                 beta2: float | None = None, real_label: float = 0.9, gp_weight: float = 10.0,
+                 n_critic: int | None = None) -> None:
         check_positive(image_shape=image_shape, latent_dim=latent_dim, hidden=hidden)
+        dropout = objective_settings(objective, dropout=dropout)["dropout"]
         generator = MLPDecoder(latent_dim, image_shape, hidden, "leaky_relu")
         for layer in generator.modules():  # He init for LeakyReLU: PyTorch's default shrinks the signal about 3x per
             if isinstance(layer, nn.Linear):  # layer, so samples barely depended on z and G collapsed to one image
@@ -256,8 +279,8 @@ class DCGAN(Adversarial):
     """
 
     def __init__(self, image_shape: Sequence[int] = (3, 32, 32), latent_dim: int = 100, width: int = 64,
-                 objective: str = "bce", lr_g: float = 1e-4, lr_d: float = 4e-4, beta1: float = 0.5,
-                 beta2: float = 0.999, real_label: float = 0.9, gp_weight: float = 10.0,
+                 objective: str = "bce", lr_g: float = 1e-4, lr_d: float | None = None, beta1: float | None = None,
+                 beta2: float | None = None, real_label: float = 0.9, gp_weight: float = 10.0,
                  n_critic: int | None = None) -> None:
         check_positive(image_shape=image_shape, latent_dim=latent_dim, width=width)
         norm = "layer" if objective == "wgan-gp" else "batch"
