@@ -68,13 +68,15 @@ def test_validate_and_test_from_a_checkpoint(tmp_path):
 
 
 def test_test_prints_the_metric_table_and_the_report_shows_it(tmp_path, capsys):
-    common = ["--model=VAE", "--model.hidden=[16]", "--model.latent_dim=2", "--data=FakeImages",
+    common = ["--model=VAE", "--model.hidden=[16]", "--model.latent_dim=2", "--model.likelihood=discretized_gaussian",
+              "--data=FakeImages",
               "--data.image_shape=[1, 8, 8]", "--data.size=32", "--data.batch_size=8",
               f"--trainer.default_root_dir={tmp_path}", *QUIET]
     main(["fit", "--trainer.max_epochs=1", *common])
     main(["test", "--ckpt_path=last", *common, "--metrics.num_importance_samples=8", "--metrics.num_fid_samples=0"])
     table = capsys.readouterr().out
-    assert all(name in table for name in ("iwae_nll", "neg_elbo", "elbo_gap", "active_units", "psnr", "ssim"))
+    assert all(name in table for name in ("iwae_nll", "iwae_bpd", "neg_elbo", "elbo_gap", "active_units", "psnr",
+                                          "ssim"))
     run = next(p for p in checkpoints(tmp_path) if p.name == "last.ckpt").parent.parent
     metrics = json.loads((run / "test_metrics.json").read_text())  # next to the trained run, not the test run
     assert metrics["iwae_nll"] <= metrics["neg_elbo"] + 1e-4 and metrics["protocol"]["importance_samples"] == 8

@@ -104,10 +104,12 @@ def test_a_short_fit_lowers_the_loss(name):
 
 @pytest.mark.parametrize("name, keys", [
     ("cvae_quarter", {"image_shape", "latent_dim", "hidden", "condition", "num_classes", "beta", "free_bits",
-                      "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio", "likelihood", "sigma", "lr"}),
+                      "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio", "likelihood", "sigma",
+                      "mixture_components", "lr"}),
     ("flow_vae_iaf", {"image_shape", "latent_dim", "hidden", "flow", "num_flows", "beta", "free_bits",
-                      "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio", "likelihood", "sigma", "lr"}),
-    ("denoising_ae", {"image_shape", "widths", "noise_std", "likelihood", "sigma", "lr"}),
+                      "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio", "likelihood", "sigma",
+                      "mixture_components", "lr"}),
+    ("denoising_ae", {"image_shape", "widths", "noise_std", "likelihood", "sigma", "mixture_components", "lr"}),
 ])
 def test_checkpoint_round_trip_restores_identical_outputs(name, keys, images, labels, tmp_path):
     model = MODELS[name]()

@@ -209,11 +209,13 @@ def test_trainer_test_prints_the_table_and_writes_json(tmp_path, capsys):
     table = capsys.readouterr().out
     saved = json.loads((tmp_path / "test_metrics.json").read_text())
     expected = {"iwae_nll", "neg_elbo", "elbo_gap", "elbo_recon", "elbo_kl", "recon_mse", "psnr", "ssim",
-                "active_units", "fid", "kid", "kid_std"}
+                "active_units", "fd_classifier", "kd_classifier", "kd_classifier_std"}
     assert expected <= set(saved) and all(f"test/{name}" in logged for name in expected)
     assert all(name in table for name in expected) and "protocol" in table
-    assert saved["protocol"]["importance_samples"] == 8 and saved["protocol"]["fid"]["generated_images"] == 16
-    assert "Classifier" in saved["protocol"]["fid"]["feature_network"] and len(saved["per_dim"]["kl_per_dim"]) == 2
+    assert saved["protocol"]["importance_samples"] == 8
+    assert saved["protocol"]["fd_classifier"]["generated_images"] == 16
+    assert "Classifier" in saved["protocol"]["fd_classifier"]["feature_network"]
+    assert len(saved["per_dim"]["kl_per_dim"]) == 2
     assert saved["elbo_gap"] > 0 and saved["iwae_nll"] < saved["neg_elbo"]
 
 

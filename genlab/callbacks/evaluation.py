@@ -4,12 +4,18 @@ Applicability is read from the protocol (genlab.models.protocols), never from th
 - likelihood (`log_likelihood(x)` exact, or `LikelihoodModel.log_importance_weights` with `has_likelihood`):
   `exact_nll`, or `iwae_nll` by importance weighting (Burda et al., 2016) with k = `num_importance_samples` plus
   `neg_elbo`, `elbo_gap` and the loss terms `elbo_recon`, `elbo_kl` (nats per image); for 8-bit data the same
-  in bits per dimension (`*_bpd`, uniform dequantisation: see genlab.metrics.likelihood);
+  in bits per dimension (`*_bpd`: exact for a discrete 8-bit likelihood, through uniform dequantisation for a
+  density; see genlab.metrics.likelihood). Only where the likelihood is normalised for the test images as seen
+  (binary, 8-bit or continuous): a Bernoulli likelihood on non-binary images gives a cross-entropy, reported as
+  `bce` (with `posterior_kl`) and no likelihood, with the reason in the protocol notes. `neg_elbo` here (k draws
+  on the likelihood images) replaces the test loop's one-draw `test/neg_elbo` in the logs;
 - a latent code (`LatentModel`, latent_dim > 0) with a likelihood: `active_units` and, where the model has
   `kl_per_dim`, the KL of every dimension (in the JSON file);
 - `reconstruct`: `recon_mse`, `psnr`, `ssim`;
 - `sample` (and `can_sample` not False), given a feature network: `fid`, `kid`, `kid_std` between
-  `num_fid_samples` generated and as many test images;
+  `num_fid_samples` generated and as many test images on Inception features; on the features of a genlab
+  `Classifier` the same distances are not comparable with published FID/KID and are named `fd_classifier`,
+  `kd_classifier`, `kd_classifier_std`;
 - a datamodule with known generative `factors(split)` (Shapes): `mig` on the test split.
 """
 
@@ -23,15 +29,23 @@ from torch import Tensor
 
 from ..metrics import (FeatureNetwork, ReconstructionMetrics, SampleDistances, active_units, evaluate_likelihood,
                        likelihood_method, mutual_information_gap)
+from ..metrics.likelihood import likelihood_support
 from ..models.classifier import Classifier
+from ..models.losses import data_support, support_covers
 from ..models.protocols import LatentModel, Sampler
 
 Batch = tuple[Tensor, Tensor]
 
 UNITS = {"iwae_nll": "nats/image", "exact_nll": "nats/image", "neg_elbo": "nats/image", "elbo_gap": "nats/image",
          "elbo_recon": "nats/image", "elbo_kl": "nats/image", "iwae_bpd": "bits/dim", "exact_bpd": "bits/dim",
-         "neg_elbo_bpd": "bits/dim", "active_units": "dims",
-         "recon_mse": "per pixel", "psnr": "dB", "ssim": "", "fid": "", "kid": "", "kid_std": "", "mig": ""}
+         "neg_elbo_bpd": "bits/dim", "active_units": "dims", "bce": "nats/image (cross-entropy, not a likelihood)",
+         "posterior_kl": "nats/image", "recon_mse": "per pixel", "psnr": "dB", "ssim": "", "fid": "", "kid": "",
+         "kid_std": "", "fd_classifier": "", "kd_classifier": "", "kd_classifier_std": "", "mig": ""}
+CLASSIFIER_NAMES = {"fid": "fd_classifier", "kid": "kd_classifier", "kid_std": "kd_classifier_std"}
+WIDTH = {"binary": 0, "8bit": 1, "continuous": 2}  # binary images are 8-bit images are continuous ones
+REFUSED = {"binary": "a Bernoulli likelihood on non-binary images is a cross-entropy, not a likelihood (reported as "
+                     "bce); binarise the data (e.g. --data.binarize true) or use an 8-bit likelihood",
+           "8bit": "a discrete 8-bit likelihood on images off the 8-bit grid x = n / 255 is not normalised"}
 
 
 class TestMetrics(Callback):
@@ -50,8 +64,9 @@ class TestMetrics(Callback):
             weights cannot be loaded (offline).
         num_fid_samples: generated images (and as many test images) for FID/KID; 0 skips them.
         kid_subset_size: KID subset size (capped by the number of images).
-        data_type: "binary" (nats per image), "8bit" (bits/dim after uniform dequantisation) or "auto":
-            "binary" for a Bernoulli likelihood, "8bit" otherwise.
+        data_type: what the test images are: "auto" (read from the images: "binary", "8bit" or "continuous"),
+            "binary" or "8bit" (checked against the images; "8bit" on binary images asks for bits/dim). Binary
+            data: nats per image; 8-bit data: also bits/dim.
         mig_bins: histogram bins per latent dimension for MIG.
         seed: fixes importance samples, dequantisation noise and generated images.
         save_dir: folder for test_metrics.json; None: the logger's log_dir (`genlab test` passes the run folder of
@@ -77,6 +92,7 @@ class TestMetrics(Callback):
         self.protocol: dict[str, object] = {}
         self.per_dim: dict[str, list[float]] = {}
         self._feature: torch.nn.Module | str | None = None
+        self._term_names: dict[str, str] = {}  # loss term -> reported name, set by `_likelihood`
 
     # --- setup: the feature network is loaded outside inference mode ---
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -121,38 +137,55 @@ class TestMetrics(Callback):
             print(self.table())
             self.write(Path(self.save_dir or trainer.log_dir or trainer.default_root_dir) / "test_metrics.json")
 
+    def _data_type(self, batches: list[Batch]) -> str:
+        """The data type of the test images as seen; a declared `data_type` they contradict gets a note."""
+        seen = max((data_support(x) for x, _ in batches), key=WIDTH.get)
+        if self.data_type == "auto" or (self.data_type, seen) == ("8bit", "binary"):
+            return seen if self.data_type == "auto" else "8bit"
+        if self.data_type != seen:
+            self.protocol["notes"].append(f"data_type={self.data_type!r} does not match the test images, which are "
+                                          f"{seen}: evaluated as {seen}")
+        return seen
+
     def _likelihood(self, model: LightningModule, batches: list[Batch]) -> None:
+        self._term_names = {"recon": "elbo_recon", "kl": "elbo_kl"}
         method = likelihood_method(model)
         if method is None:
             return
-        data_type = self.data_type
-        if data_type == "auto":
-            data_type = "binary" if getattr(model, "likelihood", None) == "bernoulli" else "8bit"
+        data_type, support = self._data_type(batches), likelihood_support(model)
+        self.protocol.update(data_type=data_type, likelihood=getattr(model, "likelihood_description", support))
+        if not support_covers(support, data_type):
+            self.protocol["notes"].append(f"iwae_nll/neg_elbo refused: {REFUSED[support]}")
+            self._term_names = {"recon": "bce", "kl": "posterior_kl"} if support == "binary" else {}
+            return
+        # bits/dim wherever the data are 8-bit (binary included): exact for a pmf, a dequantised bound for a density
+        discrete, dequantized = support == "8bit", support == "continuous" and data_type != "continuous"
         result = evaluate_likelihood(model, batches, self.num_importance_samples, self.chunk_size,
-                                     dequantized=data_type == "8bit", seed=self.seed,
-                                     max_images=self.max_likelihood_images)
-        self.protocol.update(likelihood_method=method, likelihood_images=int(result.pop("images")),
-                             data_type=data_type)
+                                     dequantized=dequantized, seed=self.seed, max_images=self.max_likelihood_images,
+                                     discrete=discrete)
+        self.protocol.update(likelihood_method=method, likelihood_images=int(result.pop("images")))
         if method == "iwae":
             self.protocol["importance_samples"] = self.num_importance_samples
-        if data_type == "8bit":
+        if dequantized:
             self.protocol["dequantization"] = "uniform: (255 x + u) / 256, u ~ U[0, 1); bits/dim adds D log 256"
+        if discrete:
+            self.protocol["bits_per_dim"] = "discrete likelihood: -log2 P(n) / D, exact, no dequantisation"
         self.metrics.update(result)
 
     def _single_pass(self, model: LightningModule, batches: list[Batch]) -> None:
         """One pass over the test set: reconstructions, posterior means, KL per dimension, ELBO terms."""
         latent = isinstance(model, LatentModel) and model.latent_dim > 0 and likelihood_method(model) is not None
         reconstructs = isinstance(model, LatentModel)
-        terms = likelihood_method(model) == "iwae" and callable(getattr(model, "loss", None))
+        names = self._term_names if likelihood_method(model) == "iwae" else {}
+        terms = bool(names) and callable(getattr(model, "loss", None))
         if not (latent or reconstructs or terms):
             return
         recon = ReconstructionMetrics(tuple(batches[0][0].shape[1:])) if reconstructs else None
-        means, kl_sum, term_sums, count, binary = [], None, {"recon": 0.0, "kl": 0.0}, 0, True
+        means, kl_sum, term_sums, count = [], None, {"recon": 0.0, "kl": 0.0}, 0
         with torch.random.fork_rng():  # loss() draws posterior samples: seeded, and the caller's stream untouched
             torch.manual_seed(self.seed)
             for x, y in batches:
                 x, y = x.to(model.device), y.to(model.device)
-                binary &= bool(((x == 0) | (x == 1)).all())
                 if recon is not None:
                     recon.update(model.reconstruct(x, y), x)
                 if latent:
@@ -166,7 +199,7 @@ class TestMetrics(Callback):
                         term_sums[name] += float(loss.get(name, math.nan)) * len(x)
                 count += len(x)
         if terms:
-            self.metrics.update({f"elbo_{name}": value / count for name, value in term_sums.items()})
+            self.metrics.update({names[name]: value / count for name, value in term_sums.items()})
         if recon is not None:
             self.metrics.update(recon.compute())
         if means:
@@ -174,10 +207,6 @@ class TestMetrics(Callback):
             self.per_dim["posterior_mean_variance"] = variances.tolist()
         if kl_sum is not None:
             self.per_dim["kl_per_dim"] = (kl_sum / count).tolist()
-        self.protocol["data_binary"] = binary
-        if self.protocol.get("data_type") == "binary" and not binary:
-            self.protocol["notes"].append("Bernoulli likelihood on non-binary data: nll is a cross-entropy, not a "
-                                          "normalised log-likelihood; binarise the data (e.g. --data.binarize true)")
 
     @staticmethod
     def _kl_per_dim(model: LightningModule, x: Tensor, y: Tensor) -> Tensor | None:
@@ -231,10 +260,11 @@ class TestMetrics(Callback):
                 return
             distances.update(samples, real=False)
             generated += n
-        self.metrics.update(distances.compute())
-        self.protocol["fid"] = {"feature_network": self._feature_name, "real_images": real,
-                                "generated_images": generated, "split": "test",
-                                "kid_subset_size": distances.kid.subset_size}
+        names = {} if self._feature == "inception" else CLASSIFIER_NAMES  # our Classifier's features: not FID/KID
+        self.metrics.update({names.get(name, name): value for name, value in distances.compute().items()})
+        self.protocol[names.get("fid", "fid")] = {"feature_network": self._feature_name, "real_images": real,
+                                                  "generated_images": generated, "split": "test",
+                                                  "kid_subset_size": distances.kid.subset_size}
 
     # --- output ---
     def table(self) -> str:

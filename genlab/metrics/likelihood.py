@@ -1,13 +1,16 @@
 """Log-likelihood of test data: the importance-weighted bound (Burda et al., 2016), the ELBO and bits per dimension.
 
 Units. Binarised data (a Bernoulli likelihood on {0, 1} pixels): nats per image, the figure papers quote for
-MNIST. 8-bit data (integers 0..255 that the datamodules serve as x = n / 255): bits per dimension of the
-*discrete* data, through uniform dequantisation (Theis et al., 2016): x_deq = (n + u) / 256 with u ~ U[0, 1)^D is
-a continuous variable in [0, 1)^D, and for any density p on [0, 1)^D
+MNIST. 8-bit data (integers 0..255 that the datamodules serve as x = n / 255), bits per dimension of the discrete
+data, two ways:
+- `discrete`: the model's p(x|z) is a pmf over the 256 levels (discretised Gaussian, logistic mixture), so its
+  -log P(n) is already a code length: bits/dim = nats / (D log 2), no dequantisation (the literature's unit);
+- `dequantized`: a density model (a Gaussian likelihood, PPCA), through uniform dequantisation (Theis et al.,
+  2016): x_deq = (n + u) / 256 with u ~ U[0, 1)^D is a continuous variable in [0, 1)^D, and for any density p
 
-    log P(n) >= E_u[log p(x_deq)] - D log 256        (change of variables n + u -> (n + u) / 256: Jacobian 256^-D)
+      log P(n) >= E_u[log p(x_deq)] - D log 256      (change of variables n + u -> (n + u) / 256: Jacobian 256^-D)
 
-so bits/dim = (-log p(x_deq) + D log 256) / (D log 2), an upper bound on the discrete model's code length.
+  so bits/dim = (-log p(x_deq) + D log 256) / (D log 2), an upper bound on the discrete model's code length.
 """
 
 import math
@@ -31,6 +34,12 @@ def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
 def bits_per_dim(nll_nats: Tensor | float, dims: int) -> Tensor | float:
     """Nats per image of dequantised data in [0, 1)^D -> bits per dimension of the 8-bit data (see module doc)."""
     return (nll_nats + dims * math.log(256)) / (dims * math.log(2))
+
+
+def likelihood_support(model: object) -> str:
+    """Data the model's likelihood is normalised for: its `likelihood_support` ("binary", "8bit", "continuous"),
+    "continuous" (a density) when it does not say."""
+    return getattr(model, "likelihood_support", "continuous")
 
 
 def likelihood_method(model: object) -> str | None:
@@ -65,15 +74,19 @@ def importance_weighted_log_likelihood(model: LikelihoodModel, x: Tensor, y: Ten
 
 @torch.no_grad()
 def evaluate_likelihood(model: object, batches: Iterable[Batch], num_samples: int = 5000, chunk_size: int = 100,
-                        dequantized: bool = False, seed: int = 0, max_images: int | None = None) -> dict[str, float]:
+                        dequantized: bool = False, seed: int = 0, max_images: int | None = None,
+                        discrete: bool = False) -> dict[str, float]:
     """Test-set means of -log p(x): `iwae_nll` (importance-weighted estimate, k = num_samples) or `exact_nll`
     (models with `log_likelihood`); for IWAE also `neg_elbo` and `elbo_gap` = neg_elbo - iwae_nll >= 0 (what the
-    ELBO misses: KL(q(z|x) || p(z|x)), up to the k-sample bound's own gap), all in nats per image. With
-    `dequantized` (8-bit data) also bits per dimension: `iwae_bpd` / `exact_bpd` and `neg_elbo_bpd`.
+    ELBO misses: KL(q(z|x) || p(z|x)), up to the k-sample bound's own gap), all in nats per image. For 8-bit data
+    also bits per dimension, `iwae_bpd` / `exact_bpd` and `neg_elbo_bpd`: with `discrete` (a pmf over the 256
+    levels: exact) or `dequantized` (a density: an upper bound), see the module docstring.
 
     Uses the first `max_images` images (all when None); `images` in the result says how many.
     """
     method = likelihood_method(model)
+    if discrete and dequantized:
+        raise ValueError("discrete=True (a pmf over 8-bit levels) and dequantized=True (a density) exclude each other")
     if method is None:
         raise TypeError(f"{type(model).__name__} has no likelihood: it needs log_likelihood(x) or "
                         "log_importance_weights(x, y, num_samples) (genlab.models.protocols.LikelihoodModel)")
@@ -104,8 +117,9 @@ def evaluate_likelihood(model: object, batches: Iterable[Batch], num_samples: in
     if elbo:
         result["neg_elbo"] = -torch.cat(elbo).mean().item()
         result["elbo_gap"] = result["neg_elbo"] - nll
-    if dequantized:
-        result[f"{method}_bpd"] = bits_per_dim(nll, dims)
+    if dequantized or discrete:
+        to_bits = (lambda nats: nats / (dims * math.log(2))) if discrete else (lambda nats: bits_per_dim(nats, dims))
+        result[f"{method}_bpd"] = to_bits(nll)
         if elbo:
-            result["neg_elbo_bpd"] = bits_per_dim(result["neg_elbo"], dims)
+            result["neg_elbo_bpd"] = to_bits(result["neg_elbo"])
     return result

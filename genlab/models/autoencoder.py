@@ -2,28 +2,40 @@
 
 from collections.abc import Sequence
 
+import math
+
 import torch
 from lightning import LightningModule
 from torch import Tensor, nn
 
 from .blocks import check_batch_shape
-from .losses import LIKELIHOODS, reconstruction_nll, reconstruction_nll_per_image, standard_normal_log_prob
+from .losses import (SUPPORT, check_likelihood, data_support, likelihood_mean, support_covers,
+                     reconstruction_nll_per_image, standard_normal_log_prob)
 
 Batch = tuple[Tensor, Tensor]
 
 
 class Autoencoder(LightningModule):
-    """Encoder -> bottleneck -> decoder, trained on -log p(x|z) plus the bottleneck's own weighted terms.
+    """Encoder -> bottleneck -> decoder, trained on the reconstruction term plus the bottleneck's weighted terms.
 
     `loss(x)` returns the named, unweighted terms in nats per image (summed over data or latent dimensions,
-    averaged over the batch) and their weighted sum under "loss"; for a VAE that sum is the negative ELBO.
-    Every term is logged as `train/<name>`, `val/<name>` and `test/<name>`, with the per-pixel `mse` beside them.
+    averaged over the batch) and their weighted sum under "loss", the optimised objective. `recon` is -log p(x|z)
+    when the likelihood is normalised for x (Bernoulli: binary x only; on grey or colour x it is a cross-entropy,
+    not a likelihood). Every term is logged as `train/<name>`, `val/<name>` and `test/<name>`; validation and test
+    add the per-pixel `mse` and, for a model with a KL term whose likelihood is normalised for the batch,
+    `neg_elbo` = recon + kl: the true negative ELBO (beta 1, no free-bits floor, no warm-up), which `loss` is only
+    when beta = 1 and free_bits = 0.
 
     Args:
         image_shape: (C, H, W) of the data; checked against every batch.
-        likelihood: "bernoulli" (binary cross-entropy from logits) or "gaussian" (fixed `sigma`; squared error).
-        sigma: standard deviation of the Gaussian likelihood.
+        likelihood: one of `losses.LIKELIHOODS` (see `genlab.models.losses`): "bernoulli", "gaussian" (fixed
+            `sigma`), "gaussian_learned" (sigma learned per data dimension, starting at `sigma`: `log_sigma`),
+            "discretized_gaussian" or "logistic_mixture" (exact pmfs of 8-bit data). The decoder must output
+            `losses.output_channels(likelihood, C, K)` channels.
+        sigma: standard deviation of the Gaussian likelihood (the initial one for "gaussian_learned").
         conditioner: optional `forward(x, y) -> c`; c is passed to encoder and decoder as `net(input, c)` (CVAE).
+            A conditioner of kind "image" (the quarter CVAE) gives part of x: only the rest is scored, so `recon`
+            and the likelihood are -log p(x_unseen | z, x_given) (Sohn et al., 2015).
         corruption: optional `forward(x, generator) -> x_tilde` applied to the encoder's input in `loss`; the
             target stays the clean x (denoising autoencoder).
     """
@@ -32,8 +44,7 @@ class Autoencoder(LightningModule):
                  image_shape: Sequence[int], likelihood: str = "bernoulli", sigma: float = 1.0,
                  lr: float = 1e-3, conditioner: nn.Module | None = None, corruption: nn.Module | None = None) -> None:
         super().__init__()
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood={likelihood!r} is unknown; choose one of {LIKELIHOODS}")
+        check_likelihood(likelihood)
         if sigma <= 0 or lr <= 0:
             raise ValueError(f"sigma={sigma} and lr={lr} must both be positive")
         # Modules are not hyperparameters: presets record their primitive arguments instead.
@@ -43,6 +54,11 @@ class Autoencoder(LightningModule):
         # Base classes read attributes, never self.hparams (under LightningCLI hparams is the leaf's config).
         self.image_shape, self.likelihood, self.sigma, self.lr = tuple(image_shape), likelihood, sigma, lr
         self.latent_dim: int = bottleneck.latent_dim
+        self.log_sigma = nn.Parameter(torch.full(self.image_shape, math.log(sigma))) \
+            if likelihood == "gaussian_learned" else None
+        # 1 where x is scored; None: everywhere. Derived from the conditioner, so not saved in checkpoints.
+        scored = None if self.condition_kind != "image" else 1.0 - conditioner.mask(self.image_shape)
+        self.register_buffer("scored", scored, persistent=False)
 
     # --- hooks: condition and corruption ---
     @property
@@ -81,8 +97,9 @@ class Autoencoder(LightningModule):
         return self.bottleneck.encode(self._features(x, y)[0])
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """Images in [0, 1]; conditional models read the condition from y (labels, or images for "quarter")."""
-        return torch.sigmoid(self._decode_logits(z, self.condition(None, y)))  # decoders emit logits
+        """Images in [0, 1]; conditional models read the condition from y (labels, or images for "quarter", whose
+        given region is returned as given: only the rest is generated)."""
+        return self._complete(self._mean(self._decode_logits(z, self.condition(None, y))), y)
 
     def reconstruct(self, x: Tensor, y: Tensor | None = None, stochastic: bool = False,
                     generator: torch.Generator | None = None) -> Tensor:
@@ -93,7 +110,7 @@ class Autoencoder(LightningModule):
             z = self.bottleneck.sample_posterior(h, generator)
         else:
             z = self.bottleneck.encode(h)
-        return torch.sigmoid(self._decode_logits(z, c))
+        return self._complete(self._mean(self._decode_logits(z, c)), x)
 
     @torch.no_grad()
     def sample(self, num_samples: int, y: Tensor | None = None, generator: torch.Generator | None = None,
@@ -112,6 +129,39 @@ class Autoencoder(LightningModule):
         return self.bottleneck.kl_per_dim(self._features(x, y)[0])
 
     # --- likelihood (genlab.models.protocols.LikelihoodModel) ---
+    def _mean(self, out: Tensor) -> Tensor:
+        """Images in [0, 1] from the decoder output (decoders emit logits or likelihood parameters)."""
+        return likelihood_mean(out, self.likelihood, self.image_shape[0])
+
+    def _complete(self, images: Tensor, source: Tensor | None) -> Tensor:
+        """The decoder's images, with the region given by an image condition copied from `source` (B or 1, C, H, W)."""
+        if self.scored is None:
+            return images
+        return images * self.scored + source.to(images) * (1.0 - self.scored)
+
+    def _nll_per_image(self, out: Tensor, x: Tensor) -> Tensor:
+        """-log p(x|z) of each image over the scored dimensions, with the fixed or the learned sigma."""
+        sigma = self.sigma if self.log_sigma is None else self.log_sigma.exp()
+        return reconstruction_nll_per_image(out, x, self.likelihood, sigma, self.scored)
+
+    @property
+    def likelihood_support(self) -> str:
+        """Data p(x|z) is normalised for: "binary", "8bit" (a pmf over 256 levels) or "continuous" (a density)."""
+        return SUPPORT[self.likelihood]
+
+    @property
+    def likelihood_description(self) -> str:
+        """One line saying which p(x|z) the numbers used, sigma included: for test_metrics.json."""
+        if self.likelihood == "gaussian":
+            return f"gaussian, fixed sigma={self.sigma:g}: a density on R^D"
+        if self.likelihood == "gaussian_learned":
+            sigma = self.log_sigma.detach().exp()
+            return (f"gaussian, sigma learned per data dimension (mean {sigma.mean():.4g}, min {sigma.min():.4g}, "
+                    f"max {sigma.max():.4g}): a density on R^D")
+        if self.likelihood_support == "8bit":
+            return f"{self.likelihood}: a discrete pmf over the 256 levels of 8-bit data, exact"
+        return "bernoulli: a pmf over binary pixels"
+
     @property
     def has_likelihood(self) -> bool:
         """Whether `log_importance_weights` applies: a stochastic bottleneck with a density q(z|x) (VAE, flow VAE)."""
@@ -134,7 +184,7 @@ class Autoencoder(LightningModule):
         flat_c = None if c is None else c.expand(k, *c.shape).reshape(k * batch, -1)
         logits = self._decode_logits(z.reshape(k * batch, -1), flat_c)
         targets = x.expand(k, *x.shape).reshape(k * batch, *x.shape[1:])
-        log_px_z = -reconstruction_nll_per_image(logits, targets, self.likelihood, self.sigma).reshape(k, batch)
+        log_px_z = -self._nll_per_image(logits, targets).reshape(k, batch)
         return log_px_z + standard_normal_log_prob(z) - log_q
 
     # --- the objective ---
@@ -150,7 +200,7 @@ class Autoencoder(LightningModule):
         self.check_shape(x)
         c = self.condition(x, y)
         z, terms = self.bottleneck(self._encode_features(self.corrupt(x), c))
-        recon = reconstruction_nll(self._decode_logits(z, c), x, self.likelihood, self.sigma)
+        recon = self._nll_per_image(self._decode_logits(z, c), x).mean()
         # Terms without a weight (e.g. codebook perplexity, log_det) are diagnostics: logged, never optimised.
         total = recon + sum(weight * terms[name] for name, weight in self.term_weights().items())
         return {"loss": total, "recon": recon, **terms}
@@ -179,6 +229,8 @@ class Autoencoder(LightningModule):
         if stage != "train":  # per-pixel MSE of the deterministic reconstruction, the figure courses quote
             with torch.no_grad():
                 logged[f"{stage}/mse"] = (self.reconstruct(x, y) - x).pow(2).mean()
+            if "kl" in terms and support_covers(self.likelihood_support, data_support(x)):
+                logged[f"{stage}/neg_elbo"] = (terms["recon"] + terms["kl"]).detach()
         self.log(f"{stage}/loss", logged.pop(f"{stage}/loss"), prog_bar=True, batch_size=len(x),
                  sync_dist=stage != "train")
         self.log_dict(logged, batch_size=len(x), sync_dist=stage != "train")

@@ -170,7 +170,7 @@ class QuarterCondition(nn.Module):
         self.features = channels * (height - height // 2) * (width // 2)
 
     def mask(self, image_shape: Sequence[int]) -> Tensor:
-        """1 inside the conditioning region, (C, H, W): for figures and tests."""
+        """1 inside the conditioning region, (C, H, W): the part of x that is given, so not scored."""
         mask = torch.zeros(tuple(image_shape))
         mask[:, self.rows, self.cols] = 1.0
         return mask

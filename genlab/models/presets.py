@@ -6,7 +6,12 @@ Every argument is a primitive, so the CLI can set it and a checkpoint records ex
 KL control, on every VAE-type preset: `beta` weights the KL (Higgins et al., 2017); `kl_warmup_steps` > 0 anneals
 that weight from 0 over so many optimiser steps, linearly, or in `kl_cycles` cycles each rising over the first
 `kl_cycle_ratio` of its period (Fu et al., 2019); `free_bits` > 0 is a floor in nats per latent dimension on the
-optimised KL (Kingma et al., 2016). See `losses.kl_annealing` and `losses.free_bits_kl`.
+optimised KL (Kingma et al., 2016). See `losses.kl_annealing` and `losses.free_bits_kl`. Whatever these are,
+validation and test also log the true `neg_elbo` (see `Autoencoder`).
+
+Likelihood, on every preset: `likelihood` is one of `losses.LIKELIHOODS`; `sigma` is the Gaussian's standard
+deviation (fixed for "gaussian", the initial value for "gaussian_learned", one learned value per data dimension);
+`mixture_components` is K of "logistic_mixture". The decoder outputs as many channels as the likelihood needs.
 """
 
 from collections.abc import Sequence
@@ -18,9 +23,16 @@ from .blocks import (ConvDecoder, ConvEncoder, GaussianNoise, LabelCondition, ML
                      PoolingConvDecoder, PoolingConvEncoder, QuarterCondition, check_positive)
 from .bottlenecks import FlowGaussianBottleneck, GaussianBottleneck, IdentityBottleneck
 from .flows import IAFFlow, PlanarFlow
+from .losses import output_channels
 
 CONDITIONS = ("label", "quarter", "none")
 FLOWS = ("planar", "iaf")
+
+
+def decoder_shape(image_shape: Sequence[int], likelihood: str, components: int) -> tuple[int, int, int]:
+    """(output channels, H, W) the decoder must produce for `likelihood` (e.g. 3 K C for a logistic mixture)."""
+    channels, height, width = image_shape
+    return output_channels(likelihood, channels, components), height, width
 
 
 class AE(Autoencoder):
@@ -28,11 +40,12 @@ class AE(Autoencoder):
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 16,
                  hidden: Sequence[int] = (512, 256), likelihood: str = "bernoulli", sigma: float = 1.0,
-                 lr: float = 1e-3) -> None:
+                 mixture_components: int = 10, lr: float = 1e-3) -> None:
         check_positive(image_shape=image_shape, latent_dim=latent_dim, hidden=hidden)
         bottleneck = IdentityBottleneck(latent_dim)
+        out_shape = decoder_shape(image_shape, likelihood, mixture_components)
         super().__init__(MLPEncoder(image_shape, bottleneck.in_features, hidden, "leaky_relu"), bottleneck,
-                         MLPDecoder(latent_dim, image_shape, hidden[::-1], "leaky_relu"),
+                         MLPDecoder(latent_dim, out_shape, hidden[::-1], "leaky_relu"),
                          image_shape, likelihood, sigma, lr)
 
 
@@ -42,11 +55,13 @@ class VAE(Autoencoder):
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 16,
                  hidden: Sequence[int] = (512, 256), beta: float = 1.0, free_bits: float = 0.0,
                  kl_warmup_steps: int = 0, kl_cycles: int = 1, kl_cycle_ratio: float = 1.0,
-                 likelihood: str = "bernoulli", sigma: float = 1.0, lr: float = 1e-3) -> None:
+                 likelihood: str = "bernoulli", sigma: float = 1.0, mixture_components: int = 10,
+                 lr: float = 1e-3) -> None:
         check_positive(image_shape=image_shape, latent_dim=latent_dim, hidden=hidden)
         bottleneck = GaussianBottleneck(latent_dim, beta, free_bits, kl_warmup_steps, kl_cycles, kl_cycle_ratio)
+        out_shape = decoder_shape(image_shape, likelihood, mixture_components)
         super().__init__(MLPEncoder(image_shape, bottleneck.in_features, hidden), bottleneck,
-                         MLPDecoder(latent_dim, image_shape, hidden[::-1]), image_shape, likelihood, sigma, lr)
+                         MLPDecoder(latent_dim, out_shape, hidden[::-1]), image_shape, likelihood, sigma, lr)
 
 
 class ConvAE(Autoencoder):
@@ -54,11 +69,12 @@ class ConvAE(Autoencoder):
 
     def __init__(self, image_shape: Sequence[int] = (3, 32, 32), latent_dim: int = 128,
                  widths: Sequence[int] = (32, 64, 128), batch_norm: bool = False, likelihood: str = "bernoulli",
-                 sigma: float = 1.0, lr: float = 1e-3) -> None:
+                 sigma: float = 1.0, mixture_components: int = 10, lr: float = 1e-3) -> None:
         check_positive(image_shape=image_shape, latent_dim=latent_dim, widths=widths)
         bottleneck = IdentityBottleneck(latent_dim)
+        out_shape = decoder_shape(image_shape, likelihood, mixture_components)
         super().__init__(ConvEncoder(image_shape, bottleneck.in_features, widths, batch_norm), bottleneck,
-                         ConvDecoder(latent_dim, image_shape, widths, batch_norm), image_shape, likelihood, sigma, lr)
+                         ConvDecoder(latent_dim, out_shape, widths, batch_norm), image_shape, likelihood, sigma, lr)
 
 
 class ConvVAE(Autoencoder):
@@ -67,11 +83,13 @@ class ConvVAE(Autoencoder):
     def __init__(self, image_shape: Sequence[int] = (3, 32, 32), latent_dim: int = 128,
                  widths: Sequence[int] = (32, 64, 128), batch_norm: bool = False, beta: float = 1.0,
                  free_bits: float = 0.0, kl_warmup_steps: int = 0, kl_cycles: int = 1, kl_cycle_ratio: float = 1.0,
-                 likelihood: str = "bernoulli", sigma: float = 1.0, lr: float = 1e-3) -> None:
+                 likelihood: str = "bernoulli", sigma: float = 1.0, mixture_components: int = 10,
+                 lr: float = 1e-3) -> None:
         check_positive(image_shape=image_shape, latent_dim=latent_dim, widths=widths)
         bottleneck = GaussianBottleneck(latent_dim, beta, free_bits, kl_warmup_steps, kl_cycles, kl_cycle_ratio)
+        out_shape = decoder_shape(image_shape, likelihood, mixture_components)
         super().__init__(ConvEncoder(image_shape, bottleneck.in_features, widths, batch_norm), bottleneck,
-                         ConvDecoder(latent_dim, image_shape, widths, batch_norm), image_shape, likelihood, sigma, lr)
+                         ConvDecoder(latent_dim, out_shape, widths, batch_norm), image_shape, likelihood, sigma, lr)
 
 
 class DenoisingAE(Autoencoder):
@@ -82,13 +100,15 @@ class DenoisingAE(Autoencoder):
     val/loss) scores denoising of freshly corrupted inputs; the loop's val/mse is the clean reconstruction."""
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), widths: Sequence[int] = (8, 16, 32),
-                 noise_std: float = 0.5, likelihood: str = "gaussian", sigma: float = 1.0, lr: float = 1e-3) -> None:
+                 noise_std: float = 0.5, likelihood: str = "gaussian", sigma: float = 1.0,
+                 mixture_components: int = 10, lr: float = 1e-3) -> None:
         check_positive(image_shape=image_shape, widths=widths)
         if noise_std < 0:
             raise ValueError(f"noise_std={noise_std} must be >= 0")
         encoder = PoolingConvEncoder(image_shape, widths)
-        super().__init__(encoder, IdentityBottleneck(encoder.out_features), PoolingConvDecoder(image_shape, widths),
-                         image_shape, likelihood, sigma, lr, corruption=GaussianNoise(noise_std))
+        decoder = PoolingConvDecoder(decoder_shape(image_shape, likelihood, mixture_components), widths)
+        super().__init__(encoder, IdentityBottleneck(encoder.out_features), decoder, image_shape, likelihood, sigma, lr,
+                         corruption=GaussianNoise(noise_std))
 
 
 def make_condition(condition: str, image_shape: Sequence[int], num_classes: int | None) -> nn.Module | None:
@@ -116,13 +136,14 @@ class CVAE(Autoencoder):
                  hidden: Sequence[int] = (512, 256), condition: str = "label", num_classes: int | None = None,
                  beta: float = 1.0, free_bits: float = 0.0, kl_warmup_steps: int = 0, kl_cycles: int = 1,
                  kl_cycle_ratio: float = 1.0, likelihood: str = "bernoulli", sigma: float = 1.0,
-                 lr: float = 1e-3) -> None:
+                 mixture_components: int = 10, lr: float = 1e-3) -> None:
         check_positive(image_shape=image_shape, latent_dim=latent_dim, hidden=hidden)
         conditioner = make_condition(condition, image_shape, num_classes)
         features = 0 if conditioner is None else conditioner.features
         bottleneck = GaussianBottleneck(latent_dim, beta, free_bits, kl_warmup_steps, kl_cycles, kl_cycle_ratio)
+        out_shape = decoder_shape(image_shape, likelihood, mixture_components)
         super().__init__(MLPEncoder(image_shape, bottleneck.in_features, hidden, cond_features=features), bottleneck,
-                         MLPDecoder(latent_dim, image_shape, hidden[::-1], cond_features=features), image_shape,
+                         MLPDecoder(latent_dim, out_shape, hidden[::-1], cond_features=features), image_shape,
                          likelihood, sigma, lr, conditioner=conditioner)
 
 
@@ -132,13 +153,14 @@ class BaselineNN(Autoencoder):
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), hidden: Sequence[int] = (512, 256),
                  condition: str = "quarter", num_classes: int | None = None, likelihood: str = "bernoulli",
-                 sigma: float = 1.0, lr: float = 1e-3) -> None:
+                 sigma: float = 1.0, mixture_components: int = 10, lr: float = 1e-3) -> None:
         check_positive(image_shape=image_shape, hidden=hidden)
         if condition == "none":
             raise ValueError("condition='none' leaves BaselineNN nothing to predict from; use 'label' or 'quarter'")
         conditioner = make_condition(condition, image_shape, num_classes)
         super().__init__(NullEncoder(), IdentityBottleneck(0),
-                         MLPDecoder(0, image_shape, hidden[::-1], cond_features=conditioner.features), image_shape,
+                         MLPDecoder(0, decoder_shape(image_shape, likelihood, mixture_components), hidden[::-1],
+                                    cond_features=conditioner.features), image_shape,
                          likelihood, sigma, lr, conditioner=conditioner)
 
 
@@ -149,7 +171,8 @@ class FlowVAE(Autoencoder):
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 16,
                  hidden: Sequence[int] = (512, 256), flow: str = "planar", num_flows: int = 4, beta: float = 1.0,
                  free_bits: float = 0.0, kl_warmup_steps: int = 0, kl_cycles: int = 1, kl_cycle_ratio: float = 1.0,
-                 likelihood: str = "bernoulli", sigma: float = 1.0, lr: float = 1e-3) -> None:
+                 likelihood: str = "bernoulli", sigma: float = 1.0, mixture_components: int = 10,
+                 lr: float = 1e-3) -> None:
         check_positive(image_shape=image_shape, latent_dim=latent_dim, hidden=hidden, num_flows=num_flows)
         if flow not in FLOWS:
             raise ValueError(f"flow={flow!r} is unknown; choose one of {FLOWS}")
@@ -159,5 +182,6 @@ class FlowVAE(Autoencoder):
             flows = [IAFFlow(latent_dim, 4 * latent_dim, 2 * latent_dim, reverse=k % 2 == 1) for k in range(num_flows)]
         base = GaussianBottleneck(latent_dim, beta, free_bits, kl_warmup_steps, kl_cycles, kl_cycle_ratio)
         bottleneck = FlowGaussianBottleneck(base, flows)
+        out_shape = decoder_shape(image_shape, likelihood, mixture_components)
         super().__init__(MLPEncoder(image_shape, bottleneck.in_features, hidden), bottleneck,
-                         MLPDecoder(latent_dim, image_shape, hidden[::-1]), image_shape, likelihood, sigma, lr)
+                         MLPDecoder(latent_dim, out_shape, hidden[::-1]), image_shape, likelihood, sigma, lr)

@@ -47,7 +47,9 @@ class CodebookModel(Protocol):
 @runtime_checkable
 class LikelihoodModel(Protocol):
     """A model with an encoder q(z|x) and a likelihood p(x|z)p(z): importance weights for log p(x) (Burda et al.,
-    2016). `has_likelihood` is False for members of a family that lack one (e.g. a deterministic autoencoder)."""
+    2016). `has_likelihood` is False for members of a family that lack one (e.g. a deterministic autoencoder).
+    Optional: `likelihood_support`, the data p(x|z) is normalised for ("binary", "8bit" or "continuous", the
+    default), so that evaluation refuses to call a cross-entropy a likelihood (genlab.metrics.likelihood)."""
 
     has_likelihood: bool
 
