@@ -24,8 +24,8 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from . import callbacks, datamodules, models, report
-from .callbacks import FIGURES, default_callbacks, render_from_checkpoint
+from . import callbacks, datamodules, models, plot, report
+from .callbacks import default_callbacks
 from .callbacks import reliability
 from .callbacks.compile import Compile
 from .callbacks.evaluation import TestMetrics
@@ -35,11 +35,14 @@ from .callbacks.base import resolve_class
 from .errors import GenlabError, GenlabParser, check_names, innermost_message, public_classes, \
     raised_by_genlab
 from .io import AtomicCheckpointIO, load_checkpoint
-from .runs import (RUN_FOLDER_ENV, checkpoint_settings, claim_run_folder, find_last_checkpoint, logger_for_run,
-                   read_run_config, remove_if_unused, run_folder_of, runs_parent, settings_conflicts,
-                   shared_run_folder)
+from .runs import (RUN_FOLDER_ENV, check_model_class, checkpoint_settings, claim_run_folder, find_last_checkpoint,
+                   logger_for_run, read_run_config, remove_if_unused, run_folder_of, runs_parent, same_class,
+                   settings_conflicts, shared_run_folder, trusted_class)
 
 DEFAULT_MODEL, DEFAULT_DATA = "ConvVAE", "Shapes"
+MORE_COMMANDS = ("Train and evaluate generative image models. Besides fit/validate/test/predict: `genlab plot "
+                 "--ckpt_path C --figure F` draws one figure of a trained run; `genlab report RUN_FOLDER` writes one "
+                 "HTML page of a run. `genlab fit --model VAE --help` lists VAE's options.")
 
 
 def model_names() -> list[str]:
@@ -121,8 +124,10 @@ class GenlabCLI(LightningCLI):
             config.ckpt_path = path  # None (a new run), or Lightning's own "best"/"hpc"/registry names
             return
         self.ckpt_hparams = load_checkpoint(path).get("hyper_parameters", {})  # refuses files that would run code
-        saved_class = self.ckpt_hparams.get("_class_path") or config.model.class_path
-        check_model_class(path, self.ckpt_hparams, config.model.class_path, self.model_named)
+        named = config.model.class_path if self.model_named else None
+        saved_class = trusted_class(self.ckpt_hparams.get("_class_path") or config.model.class_path, named, path,
+                                    "--model")
+        check_model_class(path, saved_class, named)
         conflicts, changes = settings_conflicts(self.ckpt_hparams, wanted)
         if conflicts:
             raise GenlabError(f"{path} was trained with other settings than those given ({'; '.join(conflicts)}); "
@@ -133,7 +138,9 @@ class GenlabCLI(LightningCLI):
         extra = [class_flag("model", saved_class, checkpoint_settings(self.ckpt_hparams))]
         data = read_run_config(run_folder_of(path)).get("data")
         if isinstance(data, dict) and data.get("class_path") and not names_class(argv, "data"):
-            extra.append(class_flag("data", data["class_path"], data.get("init_args")))
+            source = run_folder_of(path) / "config.yaml"
+            extra.append(class_flag("data", trusted_class(data["class_path"], None, source, "--data"),
+                                    data.get("init_args")))
         self.config = parser.parse_args(with_default_classes(insert_after_subcommand(argv, extra), defaults))
         self.config[subcommand].ckpt_path = str(path)
 
@@ -142,7 +149,7 @@ class GenlabCLI(LightningCLI):
         root = Path(config.checkpoint.get("dirpath") or config.trainer.get("default_root_dir") or "runs")
         model = config.model.class_path if self.model_named else None
         data = config.data.class_path if names_class(argv, "data") and config.get("data") else None
-        found = find_last_checkpoint(root, model, data, wanted, same_class)
+        found = find_last_checkpoint(root, model, data, wanted)
         if found:
             rank_zero_info(f"genlab: --ckpt_path last -> {found}")
             return str(found)
@@ -250,25 +257,6 @@ class GenlabCLI(LightningCLI):
         self.trainer.callbacks.append(TestMetrics(**options))
 
 
-def check_model_class(path: str | Path, hparams: dict, class_path: str, named: bool = True) -> None:
-    """A checkpoint of another model class is refused, unless the model was left at its default (then the
-    checkpoint's class is used, as LightningCLI does)."""
-    saved = hparams.get("_class_path")
-    named = named or not same_class(class_path, f"{models.__name__}.{DEFAULT_MODEL}")  # e.g. from a config file
-    if saved and class_path and not same_class(saved, class_path) and named:
-        short = saved.rpartition(".")[2]
-        raise GenlabError(f"{path} is a checkpoint of {short}, not of {class_path.rpartition('.')[2]}; "
-                          f"pass --model {short} (or leave --model out) to load it")
-
-
-def same_class(path: str, other: str) -> bool:
-    """Whether two import paths name one class (genlab.models.VAE is genlab.models.presets.VAE)."""
-    try:
-        return resolve_class(path) is resolve_class(other)
-    except (ImportError, AttributeError, ValueError):
-        return path == other
-
-
 def check_image_shape(model: object, datamodule: object, ckpt_hparams: dict, ckpt_path: object) -> None:
     """The model (or the checkpoint it is loaded from) must be built for the images the data delivers."""
     data_shape = getattr(datamodule, "image_shape", None)
@@ -305,26 +293,6 @@ def wandb_offline_without_key(loggers: list[Logger]) -> None:
                    "with `wandb sync <save_dir>/wandb/offline-run-*`")
 
 
-def plot(args: list[str]) -> None:
-    """`genlab plot --ckpt_path C --figure F [--out_dir D] --model M --data D ...`: one figure, no training."""
-    parser = argparse.ArgumentParser(prog="genlab plot", description=plot.__doc__)
-    parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--figure", required=True, choices=sorted(FIGURES))
-    parser.add_argument("--out_dir", default="figures")
-    parser.add_argument("--baseline_checkpoint", help="a BaselineNN checkpoint for --figure conditional")
-    known, rest = parser.parse_known_args(args)
-    hparams = load_checkpoint(known.ckpt_path).get("hyper_parameters", {})  # refuses files that would run code
-    if hparams.get("_class_path") and not any(a == "--model" or a.startswith("--model=") for a in rest):
-        rest = [f"--model={hparams['_class_path']}", *rest]  # the checkpoint says which model it is
-    cli = main(rest, run=False)  # the same --model / --data flags as fit, so the data is built the same way
-    check_model_class(known.ckpt_path, hparams, f"{type(cli.model).__module__}.{type(cli.model).__name__}")
-    check_image_shape(cli.model, cli.datamodule, hparams, known.ckpt_path)
-    options = {"baseline_checkpoint": known.baseline_checkpoint} if known.baseline_checkpoint else {}
-    path = render_from_checkpoint(known.ckpt_path, cli.datamodule, known.figure, known.out_dir, type(cli.model),
-                                  **options)
-    print(path)
-
-
 def user_error(error: BaseException) -> tuple[str, int] | None:
     """(message, exit status) for an error the user can fix from its message alone; None for anything else."""
     if isinstance(error, GenlabError):
@@ -344,12 +312,13 @@ def main(args: ArgsType = None, run: bool = True) -> GenlabCLI | None:
     argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
     try:
         if run and argv[:1] == ["plot"]:
-            return plot(argv[1:])
+            return plot.main(argv[1:])
         if run and argv[:1] == ["report"]:
             return report.main(argv[1:])
         return GenlabCLI(
             LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
             trainer_defaults={"max_epochs": 10, "default_root_dir": "runs"}, parser_class=GenlabParser,
+            parser_kwargs={"description": MORE_COMMANDS},
             save_config_kwargs={"overwrite": True}, args=args, run=run,
         )
     except Exception as error:  # noqa: BLE001 - anything not a user error is re-raised with its traceback

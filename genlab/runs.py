@@ -8,6 +8,7 @@
   its learning rate, not its architecture.
 """
 
+import importlib
 import os
 import re
 import shutil
@@ -95,10 +96,43 @@ def checkpoint_settings(hparams: dict) -> dict:
     return {k: plain(v) for k, v in hparams.items() if not k.startswith("_") and k not in LINKED}
 
 
-def find_last_checkpoint(root: Path, model_class: str | None, data_class: str | None, wanted: dict,
-                         same_class: object) -> Path | None:
+def trusted_class(class_path: str, named: str | None, source: object, flag: str) -> str:
+    """`class_path` read from a file, returned only when importing it cannot run a stranger's code: one of genlab's
+    own classes, or the class the user named on the command line. Anything else is refused before any import."""
+    if class_path.startswith("genlab.") or class_path == named:
+        return class_path
+    raise GenlabError(f"{source} names the class {class_path!r}, which is not one of genlab's; genlab imports a class "
+                      f"named in a file only when it is its own or the one given on the command line (pass "
+                      f"{flag} {class_path} if you trust it)")
+
+
+def same_class(path: str, other: str) -> bool:
+    """Whether two import paths name one class (genlab.models.VAE is genlab.models.presets.VAE); only genlab's own
+    paths, or a path equal to the other, are ever imported."""
+    if path == other or not (path.startswith("genlab.") and other.startswith("genlab.")):
+        return path == other
+    try:
+        return resolve_class(path) is resolve_class(other)
+    except (ImportError, AttributeError, ValueError):
+        return False
+
+
+def check_model_class(path: str | Path, saved: str, named: str | None) -> None:
+    """A checkpoint of another model class than the one named is refused (none named: the checkpoint's is used)."""
+    if named and not same_class(saved, named):
+        short = saved.rpartition(".")[2]
+        raise GenlabError(f"{path} is a checkpoint of {short}, not of {named.rpartition('.')[2]}; "
+                          f"pass --model {short} (or leave --model out) to load it")
+
+
+def resolve_class(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def find_last_checkpoint(root: Path, model_class: str | None, data_class: str | None, wanted: dict) -> Path | None:
     """The newest `last*.ckpt` under `root` of `model_class` (any if None) trained on `data_class` (any if None)
-    whose hyperparameters agree with `wanted`; `same_class(a, b)` says whether two import paths name one class."""
+    whose hyperparameters agree with `wanted`."""
     found = sorted((p for p in root.rglob("last*.ckpt") if p.is_file()) if root.is_dir() else [],
                    key=lambda p: p.stat().st_mtime, reverse=True)
     for path in found:
@@ -106,7 +140,7 @@ def find_last_checkpoint(root: Path, model_class: str | None, data_class: str | 
             hparams = load_checkpoint(path).get("hyper_parameters", {})
         except GenlabError:
             continue
-        if model_class and hparams.get("_class_path") and not same_class(hparams["_class_path"], model_class):
+        if model_class and not same_class(hparams.get("_class_path") or model_class, model_class):
             continue
         data = read_run_config(run_folder_of(path)).get("data")
         saved_data = data.get("class_path") if isinstance(data, dict) else data

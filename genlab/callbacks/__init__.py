@@ -13,11 +13,13 @@ from .loss_curves import LossCurves
 from .reconstructions import Reconstructions
 from .reliability import GracefulInterrupt, LatestCheckpoint, NonFiniteGuard, RandomState
 from .render import FIGURES, render_from_checkpoint
+from .sample_pca import SamplePCA
 from .samples import SampleGrid
 from .traversal import LatentTraversal, rank_dimensions
 
 __all__ = ["FIGURES", "CodebookModel", "CodebookProjection", "Compile", "ConditionalGrid", "GracefulInterrupt",
            "LatentInterpolation", "LatentPCA", "LatentSpace2D", "LatentTraversal", "LatestCheckpoint", "LossCurves",
-           "NonFiniteGuard", "RandomState", "Reconstructions", "SampleGrid", "TestMetrics", "compare_latent_pca",
+           "NonFiniteGuard", "RandomState", "Reconstructions", "SampleGrid", "SamplePCA", "TestMetrics",
+           "compare_latent_pca",
            "default_callbacks", "grid_figure", "interpolate", "interpolate_latents", "log_figure", "rank_dimensions",
            "render_from_checkpoint", "show_grid"]

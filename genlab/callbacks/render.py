@@ -11,12 +11,13 @@ from .interpolation import LatentInterpolation
 from .latent_pca import LatentPCA
 from .latent_space_2d import LatentSpace2D
 from .reconstructions import Reconstructions
+from .sample_pca import SamplePCA
 from .samples import SampleGrid
 from .traversal import LatentTraversal
 
 FIGURES: dict[str, type[FigureCallback]] = {cls.key: cls for cls in (
     SampleGrid, Reconstructions, LatentInterpolation, LatentTraversal, LatentPCA, LatentSpace2D, ConditionalGrid,
-    CodebookProjection)}
+    CodebookProjection, SamplePCA)}
 
 
 def render_from_checkpoint(ckpt_path: str | Path, datamodule: object, figure: str, out_dir: str | Path,

@@ -302,13 +302,13 @@ class ImageDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")
 
-    def val_batch(self, n: int) -> tuple[Tensor, Tensor]:
-        """The first n validation images (all of them if fewer) and their labels: the same batch on every call."""
+    def val_batch(self, n: int, split: str = "val") -> tuple[Tensor, Tensor]:
+        """The first n images of `split` (all of them if fewer) and their labels: the same batch on every call."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n!r}")
-        dataset = self.dataset("val")
+        dataset = self.dataset(split)
         if len(dataset) == 0:
-            raise ValueError(f"{type(self).__name__} has no validation images (val_fraction={self.val_fraction})")
+            raise ValueError(f"{type(self).__name__} has no {split} images (val_fraction={self.val_fraction})")
         if isinstance(dataset, InMemoryImages):
             images, labels = dataset.head(n)
             return self.transform_batch(images, train=False), labels

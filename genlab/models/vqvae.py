@@ -5,6 +5,7 @@ Latents are spatial grids: the encoder halves H and W twice (28 -> 7, 32 -> 8), 
 """
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -182,6 +183,11 @@ class CodePrior(LightningModule):
     """
 
     def __init__(self, vqvae_checkpoint: str, hidden: int = 64, num_layers: int = 6, lr: float = 1e-3) -> None:
+        path = Path(vqvae_checkpoint).expanduser()
+        if not path.is_file():
+            raise ValueError(f"vqvae_checkpoint={vqvae_checkpoint!r} is not a file; train a VQVAE first (genlab fit "
+                             f"--model VQVAE ...) and pass its checkpoints/last.ckpt")
+        vqvae_checkpoint = str(path.resolve())  # recorded resolved, so the prior reloads from any folder
         super().__init__()
         self.save_hyperparameters()
         self.vqvae = VQVAE.load_from_checkpoint(vqvae_checkpoint, map_location="cpu", weights_only=True)
