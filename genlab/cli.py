@@ -42,7 +42,7 @@ from .runs import (RUN_FOLDER_ENV, check_model_class, checkpoint_settings, claim
 DEFAULT_MODEL, DEFAULT_DATA = "ConvVAE", "Shapes"
 MORE_COMMANDS = ("Train and evaluate generative image models. Besides fit/validate/test/predict: `genlab plot "
                  "--ckpt_path C --figure F` draws one figure of a trained run; `genlab report RUN_FOLDER` writes one "
-                 "HTML page of a run. `genlab fit --model VAE --help` lists VAE's options.")
+                 "HTML page of a run; `genlab data optimize --data D --output DIR` writes a dataset for streaming. `genlab fit --model VAE --help` lists VAE's options.")
 
 
 def model_names() -> list[str]:
@@ -313,6 +313,8 @@ def main(args: ArgsType = None, run: bool = True) -> GenlabCLI | None:
     try:
         if run and argv[:1] == ["plot"]:
             return plot.main(argv[1:])
+        if run and argv[:1] == ["data"]:
+            return datamodules.streaming.main(argv[1:])
         if run and argv[:1] == ["report"]:
             return report.main(argv[1:])
         return GenlabCLI(

@@ -51,9 +51,11 @@ def assert_defaults(section: dict, cls: type, overrides: dict | None = None) -> 
 @pytest.mark.parametrize("model", model_names())
 def test_print_config_equals_the_named_classes_signatures(model, data):
     required = {"CodePrior": {"vqvae_checkpoint": "vq.ckpt"}}.get(model, {})  # no default to compare
-    config = parsed([f"--model={model}", f"--data={data}", *[f"--model.{k}={v}" for k, v in required.items()]])
+    data_required = {"Streaming": {"input_dir": "optimized/"}}.get(data, {})
+    config = parsed([f"--model={model}", f"--data={data}", *[f"--model.{k}={v}" for k, v in required.items()],
+                     *[f"--data.{k}={v}" for k, v in data_required.items()]])
     assert_defaults(config["model"], getattr(models, model), required)
-    assert_defaults(config["data"], getattr(datamodules, data))
+    assert_defaults(config["data"], getattr(datamodules, data), data_required)
 
 
 def test_user_values_survive_and_other_defaults_come_from_the_named_class():

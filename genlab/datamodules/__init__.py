@@ -9,7 +9,8 @@ from .frey import FreyFaces
 from .imagefolder import ImageFolder
 from .mnist import MNIST
 from .shapes import Shapes
+from .streaming import Streaming
 from .svhn import SVHN
 
 __all__ = ["ImageDataModule", "DatasetNotFoundError", "DatasetCorruptError", "MNIST", "CIFAR10", "SVHN", "CelebA",
-           "ImageFolder", "FreyFaces", "Shapes", "FakeImages", "default_root"]
+           "ImageFolder", "Streaming", "FreyFaces", "Shapes", "FakeImages", "default_root"]
