@@ -29,6 +29,7 @@ from .callbacks import default_callbacks
 from .callbacks import reliability
 from .callbacks.compile import Compile
 from .callbacks.evaluation import TestMetrics
+from .callbacks.predictions import PredictionWriter
 from .arguments import (class_flag, explicit_init_args, insert_after_subcommand, names_class, with_default_classes,
                         with_logger_save_dir)
 from .callbacks.base import resolve_class
@@ -94,6 +95,8 @@ class GenlabCLI(LightningCLI):
         parser.add_argument("--compile", type=bool, default=False,
                             help="torch.compile the model's networks (and channels-last for conv nets on CUDA)")
         parser.add_class_arguments(TestMetrics, "metrics", instantiate=False)  # `genlab test --metrics.* ...`
+        # `genlab predict --predict.num_samples ...`; not a group: the subcommand "predict" already names one
+        parser.add_class_arguments(PredictionWriter, "predict", instantiate=False, as_group=False)
         parser.add_lightning_class_args(reliability.LatestCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.monitor": "val/loss",
                              "checkpoint.filename": "best-{epoch:03d}", "checkpoint.save_top_k": 1})
@@ -245,6 +248,11 @@ class GenlabCLI(LightningCLI):
                                        if type(c) not in present]
         if config.compile and Compile not in present:
             self.trainer.callbacks.append(Compile())
+
+    def before_predict(self) -> None:
+        """`genlab predict` writes samples, reconstructions and codes into the run's predictions/ folder."""
+        if not any(isinstance(c, PredictionWriter) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(PredictionWriter(**self.config[self.subcommand].predict))
 
     def before_test(self) -> None:
         """`genlab test` prints, logs and saves (test_metrics.json) every metric that applies to the model."""

@@ -245,6 +245,9 @@ class Adversarial(LightningModule):
         self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, batch_size=len(real),
                       sync_dist=True)
 
+    def predict_step(self, batch: Batch, batch_idx: int) -> None:
+        """Nothing per batch: a GAN has no encoder; `genlab predict` draws its samples once per run."""
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [torch.optim.Adam(self.generator.parameters(), lr=self.lr_g, betas=self.betas),
                 torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas)]

@@ -201,6 +201,9 @@ class CodePrior(LightningModule):
         self.vqvae.eval()  # frozen: Lightning's model.train() must not switch it back
         return self
 
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Nothing per batch: `genlab predict` draws the prior's samples once per run."""
+
     def nll(self, x: Tensor) -> Tensor:
         indices = self.vqvae.encode_indices(x)  # (B, H', W')
         logits = self.prior(indices).float()  # (B, K, H', W'); float32 for the softmax under autocast
