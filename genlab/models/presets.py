@@ -169,7 +169,8 @@ class FlowVAE(Autoencoder):
     IAF steps with context from the encoder (Kingma et al., 2016). Logs `log_det` beside a Monte Carlo `kl`."""
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 16,
-                 hidden: Sequence[int] = (512, 256), flow: str = "planar", num_flows: int = 4, beta: float = 1.0,
+                 hidden: Sequence[int] = (512, 256), flow: str = "planar", num_flows: int = 4,
+                 iaf_update: str = "affine", beta: float = 1.0,
                  free_bits: float = 0.0, kl_warmup_steps: int = 0, kl_cycles: int = 1, kl_cycle_ratio: float = 1.0,
                  likelihood: str = "bernoulli", sigma: float = 1.0, mixture_components: int = 10,
                  lr: float = 1e-3) -> None:
@@ -179,7 +180,8 @@ class FlowVAE(Autoencoder):
         if flow == "planar":
             flows = [PlanarFlow(latent_dim) for _ in range(num_flows)]
         else:  # alternate the autoregressive order between steps, as Kingma et al. do
-            flows = [IAFFlow(latent_dim, 4 * latent_dim, 2 * latent_dim, reverse=k % 2 == 1) for k in range(num_flows)]
+            flows = [IAFFlow(latent_dim, 4 * latent_dim, 2 * latent_dim, reverse=k % 2 == 1, update=iaf_update)
+                     for k in range(num_flows)]
         base = GaussianBottleneck(latent_dim, beta, free_bits, kl_warmup_steps, kl_cycles, kl_cycle_ratio)
         bottleneck = FlowGaussianBottleneck(base, flows)
         out_shape = decoder_shape(image_shape, likelihood, mixture_components)
