@@ -6,10 +6,17 @@ class default in the parser; `with_default_classes` writes `--model=ConvVAE` / `
 only when neither a flag nor a config file names a class, and every named class starts from its own signature.
 """
 
+import importlib
+import importlib.util
+import inspect
 import json
+import os
+import sys
 from pathlib import Path
 
 import yaml
+
+from .errors import UsageError
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -34,6 +41,57 @@ def config_files(argv: list[str]) -> list[dict]:
         if isinstance(content, dict):
             found.append(content)
     return found
+
+
+def flag_values(argv: list[str], flag: str) -> list[str]:
+    """The values given to `flag` (`--flag V` or `--flag=V`)."""
+    values = []
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name == flag:
+            values.append(value if eq else (argv[i + 1] if i + 1 < len(argv) else ""))
+    return values
+
+
+def check_config_files(argv: list[str]) -> None:
+    """An empty config file, or one that is not a mapping of settings, gets one line instead of jsonargparse's."""
+    for value in flag_values(argv, "--config") + flag_values(argv, "-c"):
+        try:
+            content = yaml.safe_load(Path(value).read_text())
+        except (OSError, yaml.YAMLError, ValueError):
+            continue  # missing or unparsable: the parser says so
+        if content is None:
+            raise UsageError(f"--config {value} is empty; write settings as YAML keys (`genlab fit --print_config` "
+                             f"shows them all)")
+        if not isinstance(content, dict):
+            raise UsageError(f"--config {value} holds a YAML {type(content).__name__}, not a mapping of settings "
+                             f"such as `model: VAE` (`genlab fit --print_config` shows them all)")
+
+
+def check_import_paths(argv: list[str]) -> None:
+    """`--model pkg.Class` / `--data pkg.Class`: say whether the module or the class is missing, and where."""
+    on_path = os.getcwd() in sys.path or "" in sys.path
+    for key in ("model", "data"):
+        for value in flag_values(argv, f"--{key}"):
+            if "." not in value or value.startswith(("{", "[")):
+                continue
+            module_name, _, name = value.rpartition(".")
+            try:
+                found = importlib.util.find_spec(module_name) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                where = f"the current folder ({os.getcwd()}) is on the path: put {module_name.replace('.', '/')}.py " \
+                        f"there" if on_path else "run genlab from the folder that holds it"
+                raise UsageError(f"--{key} {value}: no module named {module_name!r} can be imported; {where}, or "
+                                 f"install the package that has it")
+            module = importlib.import_module(module_name)
+            if not inspect.isclass(getattr(module, name, None)):
+                names = getattr(module, "__all__", None) or [n for n, v in vars(module).items()
+                                                               if inspect.isclass(v) and v.__module__ == module_name]
+                classes = sorted(n for n in names if inspect.isclass(getattr(module, n, None)))
+                raise UsageError(f"--{key} {value}: module {module_name!r} ({module.__file__}) has no class {name!r}; "
+                                 f"it defines: {', '.join(classes) or 'no classes'}")
 
 
 def config_section(content: dict, key: str, subcommand: str | None) -> object:
@@ -104,4 +162,18 @@ def with_logger_save_dir(argv: list[str]) -> list[str]:
         value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
         if flag == "--trainer.logger" and value.rpartition(".")[2] in ("CSVLogger", "TensorBoardLogger"):
             return [*argv[:at], "--trainer.logger.save_dir=", *argv[at:]]
+    return argv
+
+
+def class_help(argv: list[str]) -> list[str]:
+    """`fit --model VAE --help` asks for VAE's options: jsonargparse's `--model.help VAE` (likewise for --data)."""
+    if not any(a in ("-h", "--help") for a in argv):
+        return argv
+    for key in ("model", "data"):
+        for i, arg in enumerate(argv):
+            flag, eq, value = arg.partition("=")
+            value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            if flag == f"--{key}" and value and not value.startswith(("-", "{")):
+                subcommand = subcommand_of(argv)
+                return [*([subcommand] if subcommand else []), f"--{key}.help", value]
     return argv

@@ -30,7 +30,7 @@ from .callbacks import reliability
 from .callbacks.compile import Compile
 from .callbacks.evaluation import TestMetrics
 from .callbacks.predictions import PredictionWriter
-from .arguments import (class_flag, explicit_init_args, insert_after_subcommand, names_class, with_default_classes,
+from .arguments import (check_config_files, check_import_paths, class_flag, class_help, explicit_init_args, insert_after_subcommand, names_class, with_default_classes,
                         with_logger_save_dir)
 from .callbacks.base import resolve_class
 from .errors import GenlabError, GenlabParser, check_names, innermost_message, public_classes, \
@@ -106,8 +106,10 @@ class GenlabCLI(LightningCLI):
         if isinstance(args, dict):
             self.config = parser.parse_object({**defaults, **args})
             return
-        argv = with_logger_save_dir(list(sys.argv[1:] if args is None else args))
+        argv = class_help(with_logger_save_dir(list(sys.argv[1:] if args is None else args)))
         check_class_names(argv)
+        check_import_paths(argv)
+        check_config_files(argv)
         self.model_named = names_class(argv, "model")
         asks_checkpoint = any(a.partition("=")[0] == "--ckpt_path" for a in argv)
         # With a checkpoint the arguments are parsed twice; only the second, final parse may print the config.

@@ -75,6 +75,8 @@ def summarize_parser_message(message: str) -> str:
     cls = re.search(r"class_path'?:? '([\w.]+)'", message)
     allowed = _init_args(cls.group(1)) if cls else ""
     where = f" under --{key.group(1)}" if key else ""
+    if cls and (specific := _argument_problem(cls.group(1), key.group(1) if key else "model", message)):
+        return specific
     option = (re.search(r"Option '([^']+)' is not accepted", message) or re.search(r"Key '([^']+)' is not expected",
                                                                                   message)
               or re.search(r"unknown option '([^']+)'", message))  # our own summary, re-wrapped by a union type
@@ -87,6 +89,26 @@ def summarize_parser_message(message: str) -> str:
         return f"--{key.group(1)}: {detail}" + (f" (got {given.group(1)})" if given and "Got value" not in detail
                                                  else "")
     return " ".join(detail.split())
+
+
+def _argument_problem(class_path: str, key: str, message: str) -> str | None:
+    """A bad value (`NestedArg(key=.., val=..)`) or a missing required argument of `class_path`, said plainly."""
+    try:
+        module, _, name = class_path.rpartition(".")
+        parameters = inspect.signature(getattr(__import__(module, fromlist=[name]), name)).parameters
+    except Exception:  # noqa: BLE001 - only decorates the message
+        return None
+    short = class_path.rpartition(".")[2]
+    if bad := re.search(r"NestedArg\(key='([^']+)', val='([^']*)'\)", message):
+        arg, value = bad.groups()
+        hint = parameters[arg].annotation if arg in parameters else None
+        kind = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+        return f"--{key}.{arg} {value!r} is not a valid value: {short}'s {arg} takes {kind}"
+    given = re.search(r"init_args=Namespace\((.*)\)\)", message)
+    for arg, parameter in parameters.items():
+        if parameter.default is inspect.Parameter.empty and given and f"{arg}=None" in given.group(1):
+            return f"--{key}.{arg} is required: {short} has no default for it"
+    return None
 
 
 def _init_args(class_path: str) -> str:

@@ -72,7 +72,43 @@ CASES = {
         "test", *VAE, *FAKE, f"--ckpt_path={t / 'cut.ckpt'}"], ["cut.ckpt", "not a readable checkpoint"]),
     "batch_size larger than the dataset": (lambda t, c: ["fit", *VAE, *FAKE, "--data.batch_size=64"],
                                            ["batch_size=64", "larger than"]),
+    "latent_dim not a number": (lambda t, c: ["fit", *VAE, "--model.latent_dim=abc", *FAKE],
+                                ["--model.latent_dim 'abc' is not a valid value", "takes int"]),
+    "latent_dim not an integer": (lambda t, c: ["fit", *VAE, "--model.latent_dim=2.5", *FAKE],
+                                  ["--model.latent_dim '2.5'", "takes int"]),
+    "CodePrior without its VQ-VAE": (lambda t, c: ["fit", "--model=CodePrior", *FAKE],
+                                     ["--model.vqvae_checkpoint is required"]),
+    "CodePrior with a missing VQ-VAE file": (lambda t, c: ["fit", "--model=CodePrior", *FAKE,
+                                                           f"--model.vqvae_checkpoint={t / 'no.ckpt'}"],
+                                             ["no.ckpt", "is not a file", "train a VQVAE first"]),
+    "empty YAML": (lambda t, c: ["fit", write_yaml(t, "")], ["is empty", "--print_config"]),
+    "list-shaped YAML": (lambda t, c: ["fit", write_yaml(t, "- 1\n")], ["holds a YAML list", "mapping"]),
+    "module of --data missing": (lambda t, c: ["fit", "--data=nopkg.Mine"], ["no module named 'nopkg'"]),
+    "class of --data missing": (lambda t, c: ["fit", "--data=genlab.datamodules.Nope"],
+                                ["has no class 'Nope'", "MNIST"]),
+    "checkpoint naming a foreign class": (lambda t, c: [
+        "test", *FAKE, f"--ckpt_path={foreign_checkpoint(t, c)}"], ["'pwnmod.Model'", "not one of genlab's"]),
 }
+
+
+def foreign_checkpoint(root: Path, checkpoint: Path) -> Path:
+    """A weights-only checkpoint whose class path names a module that would run code on import."""
+    import torch
+
+    (root / "pwnmod.py").write_text(f"open({str(root / 'ran')!r}, 'w').write('ran')\nclass Model: pass\n")
+    content = torch.load(checkpoint, weights_only=True)
+    content["hyper_parameters"]["_class_path"] = "pwnmod.Model"
+    torch.save(content, root / "foreign.ckpt")
+    sys.path.insert(0, str(root))
+    return root / "foreign.ckpt"
+
+
+def test_a_checkpoint_naming_a_foreign_class_imports_nothing(tmp_path, vae_ckpt):
+    path = foreign_checkpoint(tmp_path, vae_ckpt)
+    for args in (["test", *FAKE, f"--ckpt_path={path}"], ["plot", f"--ckpt_path={path}", "--figure=samples"]):
+        with pytest.raises(Exception, match="not one of genlab's"):
+            main([*args, *QUIET, f"--trainer.default_root_dir={tmp_path / 'runs'}"] if args[0] == "test" else args)
+    assert not (tmp_path / "ran").exists() and "pwnmod" not in sys.modules
 
 
 @pytest.mark.parametrize("case", CASES)
