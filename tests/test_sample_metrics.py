@@ -172,3 +172,25 @@ def test_missing_inception_weights_say_how_to_get_them(tmp_path):
     torch.save({"fc.weight": torch.zeros(3, 2048)}, bad)
     with pytest.raises(GenlabError, match="not an Inception-v3 state dict"):
         InceptionFeatures(bad)
+
+
+def test_genlab_test_reports_inception_fid_and_prdc_from_a_local_weights_file(tmp_path):
+    import json
+
+    import torchvision
+
+    from genlab.cli import main
+
+    weights = tmp_path / "inception.pth"
+    torch.save(torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(),
+               weights)
+    common = ["--model=VAE", "--model.hidden=[16]", "--model.latent_dim=2", "--data=FakeImages",
+              "--data.image_shape=[1, 8, 8]", "--data.size=80", "--data.batch_size=8",
+              f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",
+              "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]
+    main(["fit", "--trainer.max_epochs=1", "--figures=false", *common])
+    main(["test", "--ckpt_path=last", *common, "--metrics.num_importance_samples=2", "--metrics.num_fid_samples=8",
+          f"--metrics.inception_weights={weights}"])
+    result = json.loads(next(tmp_path.rglob("test_metrics.json")).read_text())
+    assert {"fid", "kid", "kid_std", "precision", "recall", "density", "coverage"} <= set(result)
+    assert "fd_classifier" not in result and result["protocol"]["fid"]["feature_network"]["weights_file"]

@@ -27,7 +27,7 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from ..metrics import (FeatureNetwork, ReconstructionMetrics, SampleDistances, active_units, evaluate_likelihood,
+from ..metrics import (FeatureNetwork, InceptionFeatures, ReconstructionMetrics, SampleDistances, active_units, evaluate_likelihood,
                        likelihood_method, mutual_information_gap)
 from ..metrics.likelihood import likelihood_support
 from ..models.classifier import Classifier
@@ -40,7 +40,8 @@ UNITS = {"iwae_nll": "nats/image", "exact_nll": "nats/image", "neg_elbo": "nats/
          "elbo_recon": "nats/image", "elbo_kl": "nats/image", "iwae_bpd": "bits/dim", "exact_bpd": "bits/dim",
          "neg_elbo_bpd": "bits/dim", "active_units": "dims", "bce": "nats/image (cross-entropy, not a likelihood)",
          "posterior_kl": "nats/image", "recon_mse": "per pixel", "psnr": "dB", "ssim": "", "fid": "", "kid": "",
-         "kid_std": "", "fd_classifier": "", "kd_classifier": "", "kd_classifier_std": "", "mig": ""}
+         "kid_std": "", "fd_classifier": "", "kd_classifier": "", "kd_classifier_std": "", "mig": "",
+         "precision": "", "recall": "", "density": "", "coverage": ""}
 CLASSIFIER_NAMES = {"fid": "fd_classifier", "kid": "kd_classifier", "kid_std": "kd_classifier_std"}
 WIDTH = {"binary": 0, "8bit": 1, "continuous": 2}  # binary images are 8-bit images are continuous ones
 REFUSED = {"binary": "a Bernoulli likelihood on non-binary images is a cross-entropy, not a likelihood (reported as "
@@ -59,11 +60,13 @@ class TestMetrics(Callback):
         num_importance_samples: k of the importance-weighted bound (5000 in Burda et al., 2016).
         chunk_size: importance samples drawn at once per batch (bounds memory: chunk_size * batch decodes).
         max_likelihood_images: test images used for the likelihood metrics; None for all.
+        inception_weights: a local Inception-v3 weights file (pytorch-fid's pt_inception-2015-12-05 or torchvision's
+            inception_v3 state dict) for real FID/KID with the clean-fid input protocol.
         classifier_checkpoint: a `Classifier` checkpoint trained on the same dataset, whose penultimate layer gives
-            the FID/KID features; None tries torchmetrics' Inception and skips FID/KID with a note when its
-            weights cannot be loaded (offline).
+            the features of `fd_classifier`/`kd_classifier` (not comparable with published FID/KID); without it
+            and without `inception_weights`, the sample distances are skipped with a note saying how to get them.
         num_fid_samples: generated images (and as many test images) for FID/KID; 0 skips them.
-        kid_subset_size: KID subset size (capped by the number of images).
+        kid_subset_size: KID subset size (at most half the smaller image set, so the 100 subsets differ).
         data_type: what the test images are: "auto" (read from the images: "binary", "8bit" or "continuous"),
             "binary" or "8bit" (checked against the images; "8bit" on binary images asks for bits/dim). Binary
             data: nats per image; 8-bit data: also bits/dim.
@@ -77,8 +80,8 @@ class TestMetrics(Callback):
 
     def __init__(self, num_importance_samples: int = 100, chunk_size: int = 50,
                  max_likelihood_images: int | None = 2000, classifier_checkpoint: str | None = None,
-                 num_fid_samples: int = 1000, kid_subset_size: int = 1000, data_type: str = "auto",
-                 mig_bins: int = 20, seed: int = 0, save_dir: str | None = None) -> None:
+                 inception_weights: str | None = None, num_fid_samples: int = 1000, kid_subset_size: int = 1000,
+                 data_type: str = "auto", mig_bins: int = 20, seed: int = 0, save_dir: str | None = None) -> None:
         if data_type not in ("auto", "binary", "8bit"):
             raise ValueError(f"data_type={data_type!r} is unknown; choose one of auto, binary, 8bit")
         if num_importance_samples < 1 or chunk_size < 1 or num_fid_samples < 0 or mig_bins < 2:
@@ -86,6 +89,7 @@ class TestMetrics(Callback):
                              f">= 1, num_fid_samples={num_fid_samples} >= 0 and mig_bins={mig_bins} >= 2")
         self.num_importance_samples, self.chunk_size = num_importance_samples, chunk_size
         self.max_likelihood_images, self.classifier_checkpoint = max_likelihood_images, classifier_checkpoint
+        self.inception_weights = inception_weights
         self.num_fid_samples, self.kid_subset_size = num_fid_samples, kid_subset_size
         self.data_type, self.mig_bins, self.seed, self.save_dir = data_type, mig_bins, seed, save_dir
         self.metrics: dict[str, float] = {}
@@ -106,8 +110,11 @@ class TestMetrics(Callback):
             self._feature = FeatureNetwork(classifier, classifier.feature_dim)
             self._feature_name = f"genlab Classifier penultimate layer ({classifier.feature_dim}) from " \
                                  f"{self.classifier_checkpoint}"
+        elif self.inception_weights is not None:
+            self._feature = InceptionFeatures(self.inception_weights)
+            self._feature_name = self._feature.protocol
         else:
-            self._feature, self._feature_name = "inception", "torchmetrics Inception-v3 pool3 (2048)"
+            self._feature, self._feature_name = "inception", "Inception-v3 pool3 (2048)"
 
     # --- the evaluation: batches are collected as the test loop sees them (after any on-device conversion) ---
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -238,9 +245,9 @@ class TestMetrics(Callback):
         try:
             distances = SampleDistances(self._feature, self.kid_subset_size)
         except Exception as error:  # Inception: no torch-fidelity, or weights not downloadable offline
-            self.protocol["notes"].append(f"FID/KID skipped: {self._feature_name} unavailable ({type(error).__name__}:"
-                                          f" {str(error).splitlines()[0]}); pass classifier_checkpoint= a genlab "
-                                          "Classifier trained on this dataset")
+            self.protocol["notes"].append(f"FID/KID skipped: {' '.join(str(error).split())} (or pass "
+                                          "--metrics.classifier_checkpoint, a genlab Classifier trained on this "
+                                          "dataset, for fd_classifier/kd_classifier)")
             return
         generator = torch.Generator().manual_seed(self.seed)
         real = 0
@@ -260,11 +267,11 @@ class TestMetrics(Callback):
                 return
             distances.update(samples, real=False)
             generated += n
-        names = {} if self._feature == "inception" else CLASSIFIER_NAMES  # our Classifier's features: not FID/KID
+        inception = isinstance(self._feature, InceptionFeatures)
+        names = {} if inception else CLASSIFIER_NAMES  # our Classifier's features: not FID/KID
         self.metrics.update({names.get(name, name): value for name, value in distances.compute().items()})
-        self.protocol[names.get("fid", "fid")] = {"feature_network": self._feature_name, "real_images": real,
-                                                  "generated_images": generated, "split": "test",
-                                                  "kid_subset_size": distances.kid.subset_size}
+        self.protocol[names.get("fid", "fid")] = {**distances.protocol, "feature_network": self._feature_name,
+                                                  "split": "test"}
 
     # --- output ---
     def table(self) -> str:

@@ -8,7 +8,6 @@ the split beside a value.
 """
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -240,10 +239,6 @@ class SampleDistances:
         self.kid_subset_size, self.kid_subsets = kid_subset_size, kid_subsets
         self.features: dict[bool, list[Tensor]] = {True: [], False: []}
         self.protocol: dict[str, object] = {}
-
-    @property
-    def kid(self) -> SimpleNamespace:  # transitional: callbacks/evaluation.py reads kid.subset_size; use `protocol`
-        return SimpleNamespace(subset_size=self.protocol.get("kid_subset_size"))
 
     def update(self, images: Tensor, real: bool) -> None:
         with torch.no_grad():
