@@ -114,6 +114,9 @@ class ImageDataModule(LightningDataModule):
 
     Args:
         root: folder holding the dataset's files; None means `default_root()` ($GENLAB_DATA, else ./data).
+        batch_size: images per batch (per process under DDP).
+        num_workers: DataLoader worker processes for datasets decoded per item (CelebA without `cache`); the
+            in-memory datasets gather whole batches by index and ignore it.
         val_fraction: share of "train" held out for validation (ignored when the dataset has an official val split).
         seed: fixes the train/val split and any randomness baked into the data (e.g. MNIST's fixed binarisation).
         verify: check checksums; False accepts re-packed copies whose bytes differ from the official files.

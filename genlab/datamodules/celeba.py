@@ -69,10 +69,13 @@ class CelebA(ImageDataModule):
     files when verify=True.
 
     Args:
+        image_size: side of the square images served, in pixels.
+        crop: side of the centre crop taken from the 178x218 aligned images before resizing, in pixels.
         cache: decode every image once (in parallel) into a uint8 memmap under `cache_dir` (default
             `root/celeba/img_align_celeba/.genlab_cache`) and serve batches from it by index, as the in-memory
             datasets are; full CelebA is 2.5 GB at 64 px, 10 GB at 128 px, on disk, not in RAM. False: decode each
             image every time it is served, in `num_workers` DataLoader workers.
+        cache_dir: folder of the decoded cache; None: `root/celeba/img_align_celeba/.genlab_cache`.
     """
 
     official_val = True

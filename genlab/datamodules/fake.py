@@ -10,6 +10,11 @@ class FakeImages(ImageDataModule):
     """Uniform random uint8 images of `image_shape` with random labels (zeros when num_classes is None).
 
     `size` images for "train" (val is split off) and `size` more for "test", from different seeds.
+
+    Args:
+        image_shape: (C, H, W) of the images generated.
+        size: images generated for "train" (before val is split off), and again for "test".
+        num_classes: labels drawn uniformly from 0..num_classes-1; None: unlabelled (all zeros).
     """
 
     def __init__(self, image_shape: tuple[int, int, int] = (1, 28, 28), size: int = 64,

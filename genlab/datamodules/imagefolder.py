@@ -93,12 +93,14 @@ class ImageFolder(ImageDataModule):
     by index.
 
     Args:
-        image_size: side of the square images served.
+        root: the folder of images (searched recursively); None: $GENLAB_DATA, else ./data.
+        image_size: side of the square images served, in pixels.
         channels: 1 (grey) or 3 (RGB); images of the other kind are converted.
         resize: "crop" (short side to image_size, centre crop), "pad" (long side, centred on black) or "stretch".
         on_bad_file: "warn" skips unreadable files (one warning naming them), "error" stops at the first one.
         test_fraction: share of files held out as the test split.
-        cache_dir: where the decoded cache lives.
+        val_fraction: share of files held out as the val split.
+        cache_dir: where the decoded cache lives; None: `root/.genlab_cache`.
         decode_workers: threads decoding the first time (None: one per core).
     """
 

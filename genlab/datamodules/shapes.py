@@ -63,6 +63,10 @@ class Shapes(ImageDataModule):
     Generated in code (no files): `size` images for "train" (val is split off) and `size` more for "test", from
     different seeds. `val_factors(n)` gives the true factors of `val_batch(n)`, for traversal and disentanglement
     figures.
+
+    Args:
+        image_size: side S of the square images, in pixels (at least 8).
+        size: images generated for "train" (before val is split off), and again for "test".
     """
 
     num_classes = 3

@@ -26,18 +26,36 @@ class Autoencoder(LightningModule):
     `neg_elbo` = recon + kl: the true negative ELBO (beta 1, no free-bits floor, no warm-up), which `loss` is only
     when beta = 1 and free_bits = 0.
 
+    The Args from `latent_dim` on are the presets' (`genlab.models.presets`, `VQVAE`), described here once for all.
+
     Args:
-        image_shape: (C, H, W) of the data; checked against every batch.
-        likelihood: one of `losses.LIKELIHOODS` (see `genlab.models.losses`): "bernoulli", "gaussian" (fixed
-            `sigma`), "gaussian_learned" (sigma learned per data dimension, starting at `sigma`: `log_sigma`),
-            "discretized_gaussian" or "logistic_mixture" (exact pmfs of 8-bit data). The decoder must output
-            `losses.output_channels(likelihood, C, K)` channels.
-        sigma: standard deviation of the Gaussian likelihood (the initial one for "gaussian_learned").
+        encoder: network images (B, C, H, W) -> features (B, bottleneck.in_features); `net(x, c)` if conditional.
+        bottleneck: features -> (z, named terms), e.g. `GaussianBottleneck` (VAE) or `IdentityBottleneck` (AE).
+        decoder: network z (B, latent_dim) -> likelihood parameters (B, output_channels, H, W).
+        image_shape: (C, H, W) of the data, checked against every batch; the CLI links it from the datamodule.
+        likelihood: p(x|z), one of `losses.LIKELIHOODS`: "bernoulli" (binary data; a cross-entropy on grey) |
+            "gaussian" (fixed `sigma`) | "gaussian_learned" (sigma learned per data dimension) |
+            "discretized_gaussian" | "logistic_mixture" (exact pmfs of 8-bit data).
+        sigma: standard deviation of the Gaussian likelihoods, in [0, 1] pixel units (initial value if learned).
+        lr: Adam learning rate.
         conditioner: optional `forward(x, y) -> c`; c is passed to encoder and decoder as `net(input, c)` (CVAE).
             A conditioner of kind "image" (the quarter CVAE) gives part of x: only the rest is scored, so `recon`
             and the likelihood are -log p(x_unseen | z, x_given) (Sohn et al., 2015).
         corruption: optional `forward(x, generator) -> x_tilde` applied to the encoder's input in `loss`; the
             target stays the clean x (denoising autoencoder).
+        latent_dim: dimension of the latent code z.
+        hidden: widths of the fully connected encoder's hidden layers; the decoder uses them reversed.
+        widths: channels of the conv layers, one halving of H and W each; the decoder mirrors them.
+        batch_norm: batch norm after every conv layer but the decoder's last.
+        beta: weight of the KL term (beta-VAE; 1 is the ELBO).
+        free_bits: floor on the optimised KL, in nats per latent dimension (batch mean); 0 switches it off.
+        kl_warmup_steps: optimiser steps over which the KL weight rises from 0 to `beta`; 0: no warm-up.
+        kl_cycles: number of warm-up cycles within `kl_warmup_steps` (cyclical annealing; 1: plain warm-up).
+        kl_cycle_ratio: share of each cycle, in (0, 1], over which the weight rises; it stays at `beta` after.
+        mixture_components: K, the logistics per channel of "logistic_mixture" (ignored by other likelihoods).
+        condition: what the model is conditioned on: "label" (one-hot class) | "quarter" (lower-left quarter of
+            the image) | "none" (unconditional; not for BaselineNN).
+        num_classes: number of classes for condition "label"; the CLI links it from the datamodule.
     """
 
     def __init__(self, encoder: nn.Module, bottleneck: nn.Module, decoder: nn.Module,

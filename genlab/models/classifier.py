@@ -17,7 +17,12 @@ class Classifier(LightningModule):
     """Conv net for any `image_shape` and `num_classes`: stride-2 convs (`widths`), a `feature_dim` ReLU layer (the
     features, `features(x)`), then a linear layer to class logits. Logs loss and accuracy for train/val/test.
 
-    `image_shape` and `num_classes` are linked from the datamodule by the CLI.
+    Args:
+        image_shape: (C, H, W) of the data, checked against every batch; the CLI links it from the datamodule.
+        num_classes: number of classes (at least 2); the CLI links it from the datamodule.
+        widths: channels of the stride-2 conv layers, one halving of H and W each.
+        feature_dim: size of the penultimate ReLU layer, the feature space for FID/KID.
+        lr: Adam learning rate.
     """
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), num_classes: int | None = 10,

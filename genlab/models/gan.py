@@ -117,12 +117,19 @@ class Adversarial(LightningModule):
     E C(real) - E C(fake), for "wgan-gp". Either is only as good as D: treat it as a trend and check samples.
 
     Args:
-        lr_g, lr_d: learning rates; "bce" uses the two time-scale update rule (Heusel et al., 2017): D learns faster.
-        real_label: target for real images with "bce" (0.9: one-sided label smoothing).
-        n_critic: discriminator steps per generator step.
-        beta1, beta2: Adam's betas for both networks.
-        lr_d, beta1, beta2 and n_critic left at None take the objective's default (`OBJECTIVE_DEFAULTS`): for
-        "wgan-gp" Gulrajani et al.'s lr 1e-4, betas (0, 0.9), 5 critic steps; for "bce" lr_d 4e-4, betas (0.5, 0.999).
+        generator: network z (B, latent_dim) -> image logits (B, C, H, W), mapped to [-1, 1] by tanh.
+        discriminator: network images (B, C, H, W) in [-1, 1] -> one logit (or critic value) per image (B, 1).
+        image_shape: (C, H, W) of the data, checked against every batch; the CLI links it from the datamodule.
+        latent_dim: dimension of the generator's noise z ~ N(0, I).
+        objective: "bce" (non-saturating GAN, Goodfellow et al., 2014) | "wgan-gp" (Gulrajani et al., 2017).
+        lr_g: the generator's Adam learning rate.
+        lr_d: the discriminator's Adam learning rate; None: the objective's paper default (`OBJECTIVE_DEFAULTS`):
+            4e-4 for bce (D learns faster: the two time-scale update rule, Heusel et al., 2017), 1e-4 for wgan-gp.
+        beta1: Adam's beta1 for both networks; None: the objective's paper default (0.5 bce, 0 wgan-gp).
+        beta2: Adam's beta2 for both networks; None: the objective's paper default (0.999 bce, 0.9 wgan-gp).
+        real_label: target for real images with "bce", in (0, 1] (0.9: one-sided label smoothing).
+        gp_weight: weight of the gradient penalty with "wgan-gp" (lambda in the paper; unused by "bce").
+        n_critic: discriminator steps per generator step; None: the objective's paper default (1 bce, 5 wgan-gp).
 
     DDP: each backward uses only one network's parameters, which plain DDP rejects (Lightning issue #20328); `setup`
     therefore switches on `find_unused_parameters` before the strategy wraps the model, so `--trainer.strategy ddp`
@@ -255,8 +262,13 @@ class Adversarial(LightningModule):
 
 class GAN(Adversarial):
     """The course MLP GAN: G z -> 256 -> 512 -> 1024 -> image, D image -> 1024 -> 512 -> 256 -> 1, LeakyReLU(0.2),
-    dropout in D (None: 0.3 for "bce", none for the "wgan-gp" critic). Objectives, learning rates and logging are
-    those of `Adversarial`."""
+    dropout in D. Objectives, learning rates and logging are those of `Adversarial`.
+
+    Args:
+        hidden: widths of the generator's hidden layers; the discriminator uses them reversed.
+        dropout: dropout probability after each of D's hidden layers; None: the objective's paper default (0.3 for
+            "bce", 0 for the "wgan-gp" critic).
+    """
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 100,
                  hidden: Sequence[int] = (256, 512, 1024), dropout: float | None = None, objective: str = "bce",
@@ -277,8 +289,10 @@ class GAN(Adversarial):
 class DCGAN(Adversarial):
     """DCGAN (Radford et al., 2015) for square images: 64x64 and 32x32 (4x4 base), 28x28 (7x7 base), any even side.
 
-    `width` is the channel count next to the image (ngf/ndf); it doubles at each halving. With "wgan-gp" the critic
-    uses layer norm instead of batch norm.
+    With "wgan-gp" the critic uses layer norm instead of batch norm.
+
+    Args:
+        width: channels of the layers next to the image (ngf/ndf in the paper), doubled at each halving of the side.
     """
 
     def __init__(self, image_shape: Sequence[int] = (3, 32, 32), latent_dim: int = 100, width: int = 64,

@@ -26,6 +26,8 @@ class PPCA(LightningModule):
     solution is computed before validation (which logs `val/nll`, nats per image) and training stops after that epoch.
 
     Args:
+        image_shape: (C, H, W) of the data; the CLI links it from the datamodule.
+        latent_dim: dimension L of z, below the data dimension D = C H W.
         min_noise_var: floor on sigma^2; data with fewer than L + 1 directions of variance would give sigma^2 = 0.
     """
 

@@ -3,15 +3,12 @@
 Every argument is a primitive, so the CLI can set it and a checkpoint records exactly these values.
 `image_shape` is linked from the datamodule by the CLI, and `num_classes` too for conditional models.
 
-KL control, on every VAE-type preset: `beta` weights the KL (Higgins et al., 2017); `kl_warmup_steps` > 0 anneals
-that weight from 0 over so many optimiser steps, linearly, or in `kl_cycles` cycles each rising over the first
-`kl_cycle_ratio` of its period (Fu et al., 2019); `free_bits` > 0 is a floor in nats per latent dimension on the
-optimised KL (Kingma et al., 2016). See `losses.kl_annealing` and `losses.free_bits_kl`. Whatever these are,
-validation and test also log the true `neg_elbo` (see `Autoencoder`).
-
-Likelihood, on every preset: `likelihood` is one of `losses.LIKELIHOODS`; `sigma` is the Gaussian's standard
-deviation (fixed for "gaussian", the initial value for "gaussian_learned", one learned value per data dimension);
-`mixture_components` is K of "logistic_mixture". The decoder outputs as many channels as the likelihood needs.
+The arguments the presets share are described once, in `Autoencoder`'s Args (the CLI's help shows them for each
+preset): KL control on every VAE-type preset, `beta` (Higgins et al., 2017), `kl_warmup_steps`, `kl_cycles` and
+`kl_cycle_ratio` (cyclical annealing, Fu et al., 2019; `losses.kl_annealing`) and `free_bits` (Kingma et al., 2016;
+`losses.free_bits_kl`); whatever these are, validation and test also log the true `neg_elbo`. Likelihood on every
+preset: `likelihood` (`losses.LIKELIHOODS`), `sigma` and `mixture_components`; the decoder outputs as many
+channels as the likelihood needs.
 """
 
 from collections.abc import Sequence
@@ -97,7 +94,12 @@ class DenoisingAE(Autoencoder):
     to [0, 1], back to the clean x with a squared-error (Gaussian) likelihood. Three conv + batch norm + LeakyReLU +
     max-pool layers down, three transposed convs up; about 12k parameters on MNIST. `corrupt(x)` gives the noisy
     input, `reconstruct(noisy)` the denoised image. The code is the flattened last feature map. `loss` (so
-    val/loss) scores denoising of freshly corrupted inputs; the loop's val/mse is the clean reconstruction."""
+    val/loss) scores denoising of freshly corrupted inputs; the loop's val/mse is the clean reconstruction.
+
+    Args:
+        widths: channels of each conv 3x3 + batch norm + LeakyReLU + 2x2 max-pool layer; the decoder mirrors them.
+        noise_std: standard deviation of the Gaussian corruption, in [0, 1] pixel units (0: a plain autoencoder).
+    """
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), widths: Sequence[int] = (8, 16, 32),
                  noise_std: float = 0.5, likelihood: str = "gaussian", sigma: float = 1.0,
@@ -149,7 +151,11 @@ class CVAE(Autoencoder):
 
 class BaselineNN(Autoencoder):
     """Deterministic baseline of Sohn et al. (2015): the CVAE's decoder (same `hidden`) mapping the condition alone
-    to the full image, with no latent (latent_dim 0): every "sample" under one condition is the same image."""
+    to the full image, with no latent (latent_dim 0): every "sample" under one condition is the same image.
+
+    Args:
+        hidden: widths of the decoder's hidden layers, used reversed (as in the CVAE's decoder).
+    """
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), hidden: Sequence[int] = (512, 256),
                  condition: str = "quarter", num_classes: int | None = None, likelihood: str = "bernoulli",
@@ -166,7 +172,14 @@ class BaselineNN(Autoencoder):
 
 class FlowVAE(Autoencoder):
     """`VAE` whose posterior is refined by `num_flows` flows: amortized planar flows (Rezende & Mohamed, 2015) or
-    IAF steps with context from the encoder (Kingma et al., 2016). Logs `log_det` beside a Monte Carlo `kl`."""
+    IAF steps with context from the encoder (Kingma et al., 2016). Logs `log_det` beside a Monte Carlo `kl`.
+
+    Args:
+        flow: "planar" (amortised planar flows) | "iaf" (inverse autoregressive flow, alternating variable order).
+        num_flows: number of flow steps applied to the posterior sample.
+        iaf_update: the IAF step, ignored by "planar": "affine" (z' = m + exp(s) z) | "gated" (the paper's
+            z' = sigma z + (1 - sigma) m, sigma = sigmoid(s)).
+    """
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 16,
                  hidden: Sequence[int] = (512, 256), flow: str = "planar", num_flows: int = 4,

@@ -81,6 +81,19 @@ class VQVAE(Autoencoder):
     val images after 150 steps: plain 2%, EMA 1%, EMA + k-means 2%, EMA + k-means + `dead_code_steps=20` 94%;
     after 300 steps, on 1000 val images: defaults 510/512 codes, perplexity 297, reconstruction 66.2 nats; plain
     24/512, perplexity 11.4, 80.6 nats.
+
+    Args:
+        image_shape: (C, H, W) of the data, H and W divisible by 4; the CLI links it from the datamodule.
+        num_hiddens: channels of the encoder's and decoder's conv layers and residual stacks (half next to the image).
+        num_residual_hiddens: channels inside each residual block (its 3x3 conv).
+        num_residual_layers: residual blocks in each of the encoder's and decoder's stacks.
+        num_embeddings: number of codes in the codebook (K).
+        embedding_dim: dimension of each code, and channels of the encoder output (D).
+        commitment_cost: weight of the commitment term (beta in the paper; 0 is the no-commitment ablation).
+        ema: update the codes by exponential moving averages instead of by the loss's codebook term.
+        decay: EMA decay of the code updates, in [0, 1) (used only with `ema`).
+        dead_code_steps: training steps after which an unused code is re-seeded from the batch (0: never).
+        kmeans_init: initialise the codebook by k-means on the first training batch.
     """
 
     can_sample = False  # honest to callers such as the default figures: `sample` needs a CodePrior
@@ -180,6 +193,12 @@ class CodePrior(LightningModule):
     (summed over the grid, batch mean) and is also logged as `val/loss` for checkpointing. `sample(n)` draws a
     grid code by code and decodes it with the VQ-VAE. The VQ-VAE's weights are stored in this model's checkpoint;
     reloading it also reads `vqvae_checkpoint` once, so keep that file.
+
+    Args:
+        vqvae_checkpoint: path of a trained `VQVAE`'s checkpoint (e.g. its run's checkpoints/last.ckpt); required.
+        hidden: channels of the PixelCNN (its code embedding, masked convs and head).
+        num_layers: residual 3x3 masked conv layers of the PixelCNN, after its first 7x7 one.
+        lr: Adam learning rate.
     """
 
     def __init__(self, vqvae_checkpoint: str, hidden: int = 64, num_layers: int = 6, lr: float = 1e-3) -> None:
