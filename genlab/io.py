@@ -1,15 +1,19 @@
-"""Reading files without running code from them: checkpoints through `torch.load(weights_only=True)`, dataset
-pickles through an allow-list unpickler.
+"""Reading files without running code from them: checkpoints through `torch.load(weights_only=True)` (also the
+models' own `load_from_checkpoint`, via `WeightsOnlyCheckpoint`), dataset pickles through an allow-list unpickler;
+writing checkpoints atomically, and clearing the temporary files a killed writer left.
 
 A pickle can name any importable callable and have it called on load (`__reduce__`), so an untrusted file could run
-arbitrary code. Both loaders refuse such files with an `UnsafeFileError` before anything in them is called.
+arbitrary code. The loaders refuse such files with an `UnsafeFileError` before anything in them is called.
 """
 
 import io
 import os
 import pickle
 import tempfile
+import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +59,29 @@ def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+class WeightsOnlyCheckpoint:
+    """Mixin for LightningModules: `load_from_checkpoint` always loads weights-only, whatever torch's default.
+
+    Lightning passes `weights_only=None` to `torch.load` by default, which `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` turns
+    into a full unpickle that runs whatever code the file names; an explicit `weights_only=True` is never overridden.
+    List it before LightningModule: `class Model(WeightsOnlyCheckpoint, LightningModule)`.
+    """
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
+                             strict: bool | None = None, weights_only: bool | None = True, **kwargs: Any) -> Any:
+        if weights_only is False:
+            raise ValueError(f"{cls.__name__}.load_from_checkpoint loads weights only (weights_only=True); "
+                             f"weights_only=False is refused, as it would run code stored in the file")
+        try:
+            return super().load_from_checkpoint(checkpoint_path, map_location=map_location,  # type: ignore[misc]
+                                                hparams_file=hparams_file, strict=strict, weights_only=True, **kwargs)
+        except pickle.UnpicklingError as error:
+            raise UnsafeFileError(
+                f"refused to load {checkpoint_path}: it is not plain weights (loading it would run code: "
+                f"{_first_line(error)})") from error
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickles plain data and numpy arrays only; any other global (a function or class to call) is refused."""
 
@@ -85,6 +112,34 @@ def load_pickle(path: str | Path, encoding: str = "latin1") -> Any:
         raise CorruptFileError(f"{path} is truncated or corrupt: {_first_line(error)}") from error
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def _temp_file(path: Path) -> tuple[int, str]:
+    """An open temporary file beside `path`: hidden (no *.ckpt / *.png glob finds it) and named by its writer's pid,
+    so a later run can tell a dead writer's leftovers (`remove_stale_temp_files`)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; the file gets the usual permissions
+    return fd, tmp
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed over `path` when the block succeeds, removed otherwise,
+    so a kill at any moment leaves the old file or the complete new one, never a truncated one."""
+    path = Path(path)
+    fd, tmp = _temp_file(path)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint to a temporary file in the same folder, fsyncs it, then renames it over the target.
 
@@ -99,19 +154,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # hidden: no *.ckpt glob
-        try:
-            with os.fdopen(fd, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint gets the usual permissions
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
         try:  # make the rename itself durable
             dir_fd = os.open(path.parent, os.O_RDONLY)
             try:
@@ -120,3 +166,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.close(dir_fd)
         except OSError:
             pass
+
+
+def remove_stale_temp_files(folder: str | Path, name: str = "*", max_age: float = 600.0) -> list[Path]:
+    """Delete the temporary files `AtomicCheckpointIO` left in `folder` (while writing `name`, by default any file)
+    when it was killed (kill -9, out of memory): those whose writer process is gone, and any not written to for
+    `max_age` seconds (a writer on another machine). Returns the paths removed."""
+    removed, now = [], time.time()
+    for tmp in Path(folder).glob(f".{name}.*{TEMP_SUFFIX}"):
+        pid = tmp.name.removesuffix(TEMP_SUFFIX).rsplit(".", 2)[1]  # .<name>.<pid>.<random>.tmp
+        try:
+            stale = not (pid.isdigit() and _alive(int(pid))) or now - tmp.stat().st_mtime > max_age
+            if stale:
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:  # its writer finished (or another run cleared it) meanwhile
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

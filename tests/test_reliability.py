@@ -7,14 +7,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
-from lightning import Callback
+from lightning import Callback, LightningModule
 
-from genlab.callbacks.reliability import GracefulInterrupt, NonFiniteError
+from genlab.callbacks.figures import log_figure
+from genlab.callbacks.reliability import GracefulInterrupt, NonFiniteError, NonFiniteGuard
 from genlab.cli import main
-from genlab.io import AtomicCheckpointIO, UnsafeFileError, load_checkpoint, load_pickle
+from genlab.io import (AtomicCheckpointIO, UnsafeFileError, WeightsOnlyCheckpoint, load_checkpoint, load_pickle,
+                       remove_stale_temp_files)
 from genlab.models import VAE
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]
@@ -176,4 +180,109 @@ def test_wandb_without_key_or_mode_runs_offline(tmp_path):
                             cwd=Path(__file__).parents[1])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "logging offline" in result.stderr
-    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert list(tmp_path.rglob("wandb/offline-run-*"))  # under the run folder the CLI claims
+
+
+class TinyModel(WeightsOnlyCheckpoint, LightningModule):
+    """What every genlab model is: a LightningModule that loads its checkpoints weights-only."""
+
+    def __init__(self, size: int = 2) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.layer = torch.nn.Linear(size, 1)
+
+
+class PlainModel(LightningModule):
+    def __init__(self, size: int = 2) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.layer = torch.nn.Linear(size, 1)
+
+
+def test_load_from_checkpoint_is_weights_only_even_when_torch_is_forced_unsafe(tmp_path, monkeypatch):
+    marker, ckpt = tmp_path / "pwned", tmp_path / "evil.ckpt"
+    state = {"state_dict": TinyModel().state_dict(), "hyper_parameters": {"size": 2, "x": Payload(marker)},
+             "pytorch-lightning_version": "2.6.0"}
+    torch.save(state, ckpt)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(UnsafeFileError, match="refused to load .*evil.ckpt"):
+        TinyModel.load_from_checkpoint(ckpt)
+    with pytest.raises(ValueError, match="weights_only=False is refused"):
+        TinyModel.load_from_checkpoint(ckpt, weights_only=False)
+    assert not marker.exists()
+    PlainModel.load_from_checkpoint(ckpt)  # the threat: Lightning's default load runs the payload
+    assert marker.exists()
+    good = tmp_path / "good.ckpt"
+    torch.save({**state, "hyper_parameters": {"size": 2}}, good)
+    assert torch.equal(TinyModel.load_from_checkpoint(good).layer.weight, state["state_dict"]["layer.weight"])
+
+
+def test_stale_temp_files_of_a_killed_write_are_removed_on_the_next_start(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs: the writer killed by kill -9
+    stale = folder / f".last.ckpt.{dead.pid}.k3x9a1b2.tmp"
+    old = folder / f".best-epoch=001.ckpt.{os.getpid()}.0a1b2c3d.tmp"  # alive, but untouched for an hour
+    live = folder / f".last.ckpt.{os.getpid()}.zz9y8x7w.tmp"  # a write in progress
+    for path in (stale, old, live):
+        path.write_bytes(b"partial")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert sorted(remove_stale_temp_files(folder)) == sorted([stale, old])
+    assert live.exists()
+    live.unlink()
+    stale.write_bytes(b"partial")  # and the CLI clears them when the next run starts in that folder
+    main(["fit", "--model=VAE", "--model.hidden=[8]", "--model.latent_dim=2", *FAKE, *QUIET, "--figures=false",
+          "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}", f"--checkpoint.dirpath={folder}"])
+    assert not list(folder.glob(".*.tmp")) and (folder / "last.ckpt").is_file()
+
+
+def test_figures_are_written_atomically(tmp_path, monkeypatch):
+    trainer = SimpleNamespace(logger=None, loggers=[], default_root_dir=str(tmp_path), current_epoch=0, global_step=0)
+    path = log_figure(trainer, "samples", torch.rand(3, 8, 8))
+    before = path.read_bytes()
+
+    def killed(target, array, **kwargs):
+        Path(target).write_bytes(b"")  # as if the process died half-way through writing
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plt, "imsave", killed)
+    with pytest.raises(KeyboardInterrupt):
+        log_figure(trainer, "samples", torch.rand(3, 8, 8))
+    assert path.read_bytes() == before and plt.imread(path).shape[:2] == (8, 8)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def guarded_step(grad: float = 1.0, loss: float = 1.0, weight: float = 1.0):
+    """A fake trainer, a two-parameter module with the given gradient/weight values, its optimiser and the guard."""
+    trainer = SimpleNamespace(current_epoch=2, global_step=7, checkpoint_callbacks=[], callback_metrics={},
+                              precision_plugin=SimpleNamespace())
+    module = torch.nn.Linear(2, 1)
+    torch.nn.init.constant_(module.weight, weight)
+    module.weight.grad, module.bias.grad = torch.tensor([[grad, 0.0]]), torch.zeros(1)
+    guard = NonFiniteGuard()
+    guard.on_before_backward(trainer, module, torch.tensor(loss))
+    return guard, trainer, module, torch.optim.SGD(module.parameters(), lr=0.1)
+
+
+def test_guard_passes_finite_steps_and_names_the_bad_gradient_or_loss():
+    guard, trainer, module, optimizer = guarded_step()
+    guard.on_before_optimizer_step(trainer, module, optimizer)
+    guard.on_save_checkpoint(trainer, module, {})
+    huge = guarded_step(grad=3e38)  # finite, if huge: its square overflows the norm, the exact look then passes it
+    huge[0].on_before_optimizer_step(*huge[1:])
+    guard, trainer, module, optimizer = guarded_step(grad=float("nan"))
+    with pytest.raises(NonFiniteError, match=r"^non-finite gradient \(gradient of weight\) at epoch 2, global step 7"):
+        guard.on_before_optimizer_step(trainer, module, optimizer)
+    guard, trainer, module, optimizer = guarded_step(loss=float("inf"))
+    with pytest.raises(NonFiniteError, match=r"^non-finite loss \(backpropagated\) = inf at epoch 2, global step 7"):
+        guard.on_before_optimizer_step(trainer, module, optimizer)
+    guard, trainer, module, optimizer = guarded_step(weight=float("inf"))
+    with pytest.raises(NonFiniteError, match=r"^non-finite weights after the optimiser step \(weight\)"):
+        guard.on_save_checkpoint(trainer, module, {})
+
+
+def test_guard_happy_path_looks_at_no_parameter_one_by_one(monkeypatch):
+    guard, trainer, module, optimizer = guarded_step()
+    monkeypatch.setattr(torch.nn.Module, "named_parameters", lambda *a, **k: pytest.fail("per-parameter scan"))
+    guard.on_before_optimizer_step(trainer, module, optimizer)

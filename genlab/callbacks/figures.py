@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from ..io import atomic_path
+
 DPI = 100
 CELL_INCHES = 0.55  # one image tile; 28 px images come out about 2x enlarged, 16 px ones about 3.4x
 
@@ -90,7 +92,8 @@ def log_figure(trainer: Trainer, key: str, figure_or_image: Figure | Tensor | np
         array = to_rgb_array(figure_or_image)
     path = run_dir(trainer) / "figures" / key / f"epoch={trainer.current_epoch:03d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    plt.imsave(path, array)
+    with atomic_path(path) as tmp:  # a kill mid-write leaves no empty or cut PNG
+        plt.imsave(tmp, array, format="png")
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.log_image(key=key, images=[str(path)], step=trainer.global_step)

@@ -1,24 +1,32 @@
 """Stopping and resuming a run: `last.ckpt` always current, Ctrl-C/SIGTERM saving one, randomness restored.
 
-- `LatestCheckpoint`: the CLI's ModelCheckpoint; its `last.ckpt` is rewritten at every save point.
-- `GracefulInterrupt`: the first Ctrl-C (SIGINT) or SIGTERM finishes the current batch, writes `last.ckpt` and stops;
-  a second Ctrl-C stops at once.
+- `LatestCheckpoint`: the CLI's ModelCheckpoint; its `last.ckpt` is rewritten at every save point, and a start clears
+  the temporary files a killed checkpoint write left in its folder.
+- `GracefulInterrupt`: the first Ctrl-C (SIGINT) or SIGTERM finishes the current batch, writes `last.ckpt` and stops
+  -- under DDP every rank at the same step; a second Ctrl-C stops at once.
 - `RandomState` stores every random generator in the checkpoint and restarts each epoch's stream from (seed, epoch).
-The files themselves are written atomically by `genlab.io.AtomicCheckpointIO`.
+The position in the epoch is saved by genlab's loader (`BatchLoader.state_dict`), so a run stopped at any step resumes
+exactly. The files themselves are written atomically by `genlab.io.AtomicCheckpointIO`.
 """
 
+import contextlib
 import os
 import random
 import signal
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from ..errors import GenlabError
+from ..io import remove_stale_temp_files
 
 __all__ = ["GracefulInterrupt", "LatestCheckpoint", "RandomState", "TrainingInterrupted", "last_checkpoint_path"]
 
@@ -48,6 +56,12 @@ class LatestCheckpoint(ModelCheckpoint):
 
     _last_step: int | None = None
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and trainer.is_global_zero and self.dirpath and os.path.isdir(self.dirpath):
+            for tmp in remove_stale_temp_files(self.dirpath):  # a kill -9 during a save leaves one behind
+                rank_zero_info(f"genlab: removed {tmp}, left by an interrupted checkpoint write")
+
     def _save_last_checkpoint(self, trainer: Trainer, monitor_candidates: dict) -> None:
         super()._save_last_checkpoint(trainer, monitor_candidates)
         self._last_step = trainer.global_step
@@ -69,67 +83,136 @@ class LatestCheckpoint(ModelCheckpoint):
 
 
 class GracefulInterrupt(Callback):
-    """First SIGINT/SIGTERM while training: finish the batch, write `last.ckpt`, raise `TrainingInterrupted`.
+    """First SIGINT/SIGTERM while fitting: finish the batch, write `last.ckpt`, raise `TrainingInterrupted`.
 
-    A second Ctrl-C raises KeyboardInterrupt at once (nothing more is saved); a second SIGTERM kills the process.
-    Replaces Lightning's own SIGTERM handling during `fit` (which stops without saving); the previous handlers are
-    restored when training ends.
+    Under DDP a signal on any rank stops every rank at the same batch end: at each one the ranks agree with one
+    all-reduce (max) of a one-element flag, so all save together (Lightning writes on rank zero) and all raise, and the
+    CLI exits 128 + signal (143 for SIGTERM, 130 for Ctrl-C) on every rank. Installed at `setup`, before the
+    checkpoint is restored and the sanity check runs: a signal before training begins stops at `on_train_start`
+    without saving (nothing has been trained). A signal while the data is still being read (before `setup`) keeps the
+    default action. A second Ctrl-C raises KeyboardInterrupt at once (nothing more is saved); a second SIGTERM kills
+    the process. Replaces Lightning's own SIGTERM handling during `fit` (which stops without saving and, under DDP,
+    runs a collective inside the signal handler); the previous handlers are restored when fitting ends.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.pending: int | None = None
-        self.previous: dict[int, object] = {}
+        self.previous: dict[int, object] = {}  # the handlers to give back; empty while not fitting
+        self.passed_on: dict[int, object] = {}  # the handlers given back, for signals that still reach this one
+        self.prefix = ""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self.pending, self.prefix = None, f"[rank {trainer.global_rank}] " if trainer.world_size > 1 else ""
+        self.previous = {signum: signal.getsignal(signum) for signum in self.SIGNALS}
+        self._install()
+
+    def _install(self) -> None:
+        """(Re)take the signals: Lightning installs its own SIGTERM handler after `on_fit_start`."""
+        if self.previous and threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                signal.signal(signum, self._handle)
+
+    def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._install()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.pending = None
-        if trainer.world_size > 1:
-            return  # DDP: saving needs every rank at once; keep Lightning's own SIGTERM handling there
-        self.previous = {signum: signal.getsignal(signum) for signum in self.SIGNALS}
-        for signum in self.SIGNALS:
-            signal.signal(signum, self._handle)
+        self._install()
+        if self.previous and (signum := self._agreed_signal(trainer)):
+            self._restore()
+            raise TrainingInterrupted(f"stopped by {signal.Signals(signum).name} before training began; nothing "
+                                      f"new to save: rerun the same command", signum)
 
     def _handle(self, signum: int, frame: object) -> None:
+        if not self.previous:  # fitting has ended (Lightning re-installs this handler after an error): pass it on
+            return _pass_on(self.passed_on.get(signum), signum, frame)
         if self.pending is not None:  # the second signal: stop now
             self._restore()
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
+            return _pass_on(signal.SIG_DFL, signum, frame)
         self.pending = signum
-        print(f"\ngenlab: {signal.Signals(signum).name} received: saving a checkpoint after this batch, then "
-              f"stopping (press Ctrl-C again to stop at once, without saving)", file=sys.stderr, flush=True)
+        print(f"\ngenlab: {self.prefix}{signal.Signals(signum).name} received: saving a checkpoint after this batch, "
+              f"then stopping (press Ctrl-C again to stop at once, without saving)", file=sys.stderr, flush=True)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: object, batch: object,
                            batch_idx: int) -> None:
-        self._stop_if_asked(trainer)
+        # After an epoch's last batch, stop at its end instead (validation end, or epoch end without validation):
+        # Lightning resumes a checkpoint saved there exactly, but from one saved on the last batch it skips the rest
+        # of that epoch's end (validation, epoch-end hooks) and the next epoch's start.
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._stop_if_asked(trainer)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking:
             self._stop_if_asked(trainer)
 
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._stop_if_asked(trainer)
+
+    def _agreed_signal(self, trainer: Trainer) -> int:
+        """The signal any rank received (0 for none), the same on every rank: one all-reduce under DDP."""
+        if trainer.world_size == 1:
+            return self.pending or 0
+        flag = torch.tensor([self.pending or 0], dtype=torch.int32, device=trainer.strategy.root_device)
+        return int(trainer.strategy.reduce(flag, reduce_op="max").item())
+
     def _stop_if_asked(self, trainer: Trainer) -> None:
-        if self.pending is None:
+        if not self.previous or not (signum := self._agreed_signal(trainer)):  # not fitting, or no signal
             return
-        signum, path = self.pending, last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path, weights_only=False)  # the full state: optimisers, loops, callbacks
+        path = last_checkpoint_path(trainer)
+        for callback in trainer.checkpoint_callbacks:  # this file is their last.ckpt: resumed, they rewrite it
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath and Path(callback.dirpath) == path.parent:
+                callback.last_model_path = str(path)  # (else a resumed run would write last-v1.ckpt beside it)
+        trainer.save_checkpoint(path, weights_only=False)  # every rank; the full state: optimisers, loops, callbacks
         self._restore()
+        _wait_for_other_ranks(trainer)
         raise TrainingInterrupted(
             f"stopped by {signal.Signals(signum).name} at epoch {trainer.current_epoch}, global step "
             f"{trainer.global_step}; saved {path}; continue with the same command plus --ckpt_path last", signum)
 
     def _restore(self) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self.previous.items():
+                signal.signal(signum, handler)
+        self.passed_on, self.previous = self.previous or self.passed_on, {}
 
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._restore()
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._restore()
+
+
+def _pass_on(handler: object, signum: int, frame: object) -> None:
+    """Do what `handler` (a previous handler, SIG_DFL or SIG_IGN) would: the default is KeyboardInterrupt for SIGINT
+    and the operating system's action (terminate) for the others."""
+    if callable(handler):
+        return handler(signum, frame)
+    if handler == signal.SIG_IGN:
+        return None
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return None
+
+
+def _wait_for_other_ranks(trainer: Trainer, timeout: float = 30.0) -> None:
+    """On the rank that launched the others (Lightning's script launcher): wait for them to exit before exiting.
+
+    Lightning's child-process observer kills the launching process as soon as a child exits non-zero; the children
+    are taken off its list first, so every rank reports its own status (143/130) instead of rank zero being killed.
+    """
+    children = getattr(trainer.strategy.launcher, "procs", None)
+    if not isinstance(children, list) or not children:
+        return
+    waiting, deadline = list(children), time.monotonic() + timeout
+    children.clear()  # the observer's own list: an empty list ends its watch
+    for child in waiting:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
 class RandomState(Callback):

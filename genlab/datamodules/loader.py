@@ -64,6 +64,11 @@ class BatchLoader:
     bus). `convert`, when given, maps each raw batch (e.g. to float in [0, 1]); the datamodule leaves it out when a
     Trainer drives the loop and converts in `on_after_batch_transfer` instead, on the model's device. Lightning
     accepts any sized iterable as a loader and finds `sampler.set_epoch` here as on a DataLoader.
+
+    Stateful: `state_dict()` is (epoch, batches served in it), which Lightning stores in every checkpoint; after
+    `load_state_dict`, the next pass over that same epoch starts at the following batch, so a run stopped mid-epoch
+    resumes exactly where it stopped (the order itself is a function of (seed, epoch)). Lightning takes no batch
+    ahead from a loader with a length, so the count is the batches trained on. The state is the same on every rank.
     """
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, order: EpochOrder,
@@ -74,16 +79,33 @@ class BatchLoader:
                              f"({order.size}) must agree")
         self.images, self.labels, self.rows, self.batch_size, self.convert = images, labels, rows, batch_size, convert
         self.sampler, self.batch_sampler = order, None  # where Lightning looks, as on a DataLoader
+        self.served = 0  # batches of the current pass handed out so far
+        self.resume: tuple[int, int] | None = None  # (epoch, batches to skip) for the next pass, from a checkpoint
 
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
 
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self.served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume = (int(state["epoch"]), int(state["batches"]))
+
     def __iter__(self) -> Iterator[Batch]:
+        resume, self.resume = self.resume, None  # applies to the very next pass only
+        return self._batches(resume)
+
+    def _batches(self, resume: tuple[int, int] | None) -> Iterator[Batch]:
+        # The order is drawn at the first batch, not at iter(): Lightning calls set_epoch in between.
+        skip = resume[1] if resume is not None and resume[0] == self.sampler.epoch else 0
         index = self.sampler.indices().to(self.images.device)
         if self.rows is not None:
             index = self.rows[index]
-        for chunk in index.split(self.batch_size):
+        self.served = skip
+        for chunk in index[skip * self.batch_size:].split(self.batch_size):
             x, y = self.images[chunk], self.labels[chunk]  # one gather per batch, no per-sample Python
+            self.served += 1
             yield self.convert(x, y) if self.convert is not None else (x, y)
         if self.sampler.shuffle:
             self.sampler.set_epoch(self.sampler.epoch + 1)
+            self.served = 0
