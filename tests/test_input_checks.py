@@ -1,5 +1,7 @@
 """`check_images`: one clear line for images a model must not train on (NaN/Inf, outside [0, 1], wrong shape)."""
 
+import re
+
 import pytest
 import torch
 
@@ -51,3 +53,13 @@ def test_one_reduction_and_no_per_element_python(monkeypatch):
     monkeypatch.setattr(torch, "aminmax", lambda x, *a, **k: calls.append(x.numel()) or real(x, *a, **k))
     check_images(torch.rand(64, 3, 32, 32), (3, 32, 32))
     assert calls == [64 * 3 * 32 * 32]
+
+
+@pytest.mark.parametrize("bad, words", [(255.0, "must be in [0, 1]"), (float("nan"), "NaN or Inf")])
+def test_models_refuse_images_outside_the_unit_interval(bad, words):
+    from genlab.models import VAE
+
+    x = torch.rand(4, 1, 28, 28)
+    x[0, 0, 0, 0] = bad
+    with pytest.raises(ValueError, match=re.escape(words)):
+        VAE(hidden=(8,), latent_dim=2).loss(x)

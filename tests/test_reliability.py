@@ -286,3 +286,17 @@ def test_guard_happy_path_looks_at_no_parameter_one_by_one(monkeypatch):
     guard, trainer, module, optimizer = guarded_step()
     monkeypatch.setattr(torch.nn.Module, "named_parameters", lambda *a, **k: pytest.fail("per-parameter scan"))
     guard.on_before_optimizer_step(trainer, module, optimizer)
+
+
+@pytest.mark.parametrize("name", ["VAE", "GAN", "Classifier", "PPCA"])
+def test_every_genlab_model_loads_weights_only(name, tmp_path, monkeypatch):
+    import genlab.models
+
+    model_class = getattr(genlab.models, name)
+    marker, ckpt = tmp_path / "pwned", tmp_path / "evil.ckpt"
+    torch.save({"state_dict": model_class().state_dict(), "hyper_parameters": {"x": Payload(marker)},
+                "pytorch-lightning_version": "2.6.0"}, ckpt)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(UnsafeFileError):
+        model_class.load_from_checkpoint(ckpt)
+    assert not marker.exists()

@@ -8,6 +8,7 @@ import torch
 from lightning import LightningModule
 from torch import Tensor, nn
 
+from ..io import WeightsOnlyCheckpoint
 from .blocks import check_batch_shape
 from .losses import (SUPPORT, check_likelihood, data_support, likelihood_mean, support_covers,
                      reconstruction_nll_per_image, standard_normal_log_prob)
@@ -15,7 +16,7 @@ from .losses import (SUPPORT, check_likelihood, data_support, likelihood_mean, s
 Batch = tuple[Tensor, Tensor]
 
 
-class Autoencoder(LightningModule):
+class Autoencoder(WeightsOnlyCheckpoint, LightningModule):
     """Encoder -> bottleneck -> decoder, trained on the reconstruction term plus the bottleneck's weighted terms.
 
     `loss(x)` returns the named, unweighted terms in nats per image (summed over data or latent dimensions,

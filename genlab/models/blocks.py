@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import check_images
+
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "silu": nn.SiLU, "tanh": nn.Tanh}
 
 
@@ -25,10 +27,12 @@ def check_positive(**values: int | Sequence[int]) -> None:
 
 
 def check_batch_shape(model: object, x: Tensor) -> None:
-    """Raise a ValueError when a batch x (B, C, H, W) is not of the `image_shape` the model was built for."""
+    """Raise a ValueError when a batch x (B, C, H, W) is not of the `image_shape` the model was built for, or is not
+    finite float images in [0, 1] (`check_images`)."""
     if tuple(x.shape[1:]) != tuple(model.image_shape):
         raise ValueError(f"{type(model).__name__} was built for images of shape {tuple(model.image_shape)} "
                          f"but got a batch of shape {tuple(x.shape)}; set image_shape to match the data")
+    check_images(x, where=f"{type(model).__name__} input")
 
 
 class MLP(nn.Sequential):

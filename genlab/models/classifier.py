@@ -8,12 +8,13 @@ import torch.nn.functional as F
 from lightning import LightningModule
 from torch import Tensor, nn
 
+from ..io import WeightsOnlyCheckpoint
 from .blocks import ConvEncoder, check_batch_shape, check_positive
 
 Batch = tuple[Tensor, Tensor]
 
 
-class Classifier(LightningModule):
+class Classifier(WeightsOnlyCheckpoint, LightningModule):
     """Conv net for any `image_shape` and `num_classes`: stride-2 convs (`widths`), a `feature_dim` ReLU layer (the
     features, `features(x)`), then a linear layer to class logits. Logs loss and accuracy for train/val/test.
 

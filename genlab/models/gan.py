@@ -18,6 +18,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..io import WeightsOnlyCheckpoint
 from .blocks import MLPDecoder, check_batch_shape, check_positive
 from .gan_losses import (OBJECTIVES, bce_discriminator_loss, bce_generator_loss, gradient_penalty, js_estimate,
                          wasserstein_critic_loss, wasserstein_generator_loss)
@@ -105,7 +106,7 @@ class DCDiscriminator(nn.Sequential):
         super().__init__(*layers, nn.Conv2d(channels, 1, base), nn.Flatten())
 
 
-class Adversarial(LightningModule):
+class Adversarial(WeightsOnlyCheckpoint, LightningModule):
     """Generator vs discriminator, trained by manual optimisation: D (or the critic) steps on every batch, G on
     every `n_critic`-th.
 

@@ -7,12 +7,13 @@ import torch
 from lightning import LightningModule
 from torch import Tensor, nn
 
+from ..io import WeightsOnlyCheckpoint
 from .blocks import check_positive
 
 Batch = tuple[Tensor, Tensor]
 
 
-class PPCA(LightningModule):
+class PPCA(WeightsOnlyCheckpoint, LightningModule):
     """x = W z + mu + eps, z ~ N(0, I_L), eps ~ N(0, sigma^2 I_D), fitted by maximum likelihood in closed form.
 
     With the eigen-decomposition S = U diag(lambda) U^T of the data covariance (eigenvalues descending), the

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from lightning import LightningModule
 from torch import Tensor, nn
 
+from ..io import WeightsOnlyCheckpoint
 from .autoencoder import Autoencoder
 from .blocks import check_positive
 from .quantizer import VectorQuantizer
@@ -186,7 +187,7 @@ class PixelCNN(nn.Module):
         return self.head(h)
 
 
-class CodePrior(LightningModule):
+class CodePrior(WeightsOnlyCheckpoint, LightningModule):
     """Autoregressive prior over the code grid of a trained, frozen `VQVAE` (the paper's second stage).
 
     Trains a `PixelCNN` by cross-entropy on the VQ-VAE's code indices of each batch; `nll` is in nats per image
