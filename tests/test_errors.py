@@ -34,6 +34,12 @@ def write_cifar(root: Path, truncate: bool) -> None:
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}))
 
 
+def write_celeba_partition(root: Path) -> None:
+    folder = root / "celeba"
+    (folder / "img_align_celeba").mkdir(parents=True)
+    (folder / "list_eval_partition.txt").write_text("000001.jpg 0\n")
+
+
 def write_yaml(root: Path, text: str) -> str:
     (root / "config.yaml").write_text(text)
     return f"--config={root / 'config.yaml'}"
@@ -81,6 +87,8 @@ CASES = {
     "CodePrior with a missing VQ-VAE file": (lambda t, c: ["fit", "--model=CodePrior", *FAKE,
                                                            f"--model.vqvae_checkpoint={t / 'no.ckpt'}"],
                                              ["no.ckpt", "is not a file", "train a VQVAE first"]),
+    "CelebA without its annotation files": (lambda t, c: write_celeba_partition(t) or [
+        "fit", "--data=CelebA", f"--data.root={t}"], ["list_attr_celeba.txt", "--data.verify false"]),
     "empty YAML": (lambda t, c: ["fit", write_yaml(t, "")], ["is empty", "--print_config"]),
     "list-shaped YAML": (lambda t, c: ["fit", write_yaml(t, "- 1\n")], ["holds a YAML list", "mapping"]),
     "module of --data missing": (lambda t, c: ["fit", "--data=nopkg.Mine"], ["no module named 'nopkg'"]),

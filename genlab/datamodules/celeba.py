@@ -101,6 +101,11 @@ class CelebA(ImageDataModule):
             folder = self.root / datasets.CelebA.base_folder
             annotations = [name for _, _, name in datasets.CelebA.file_list if name.endswith(".txt")]
             expected = ["img_align_celeba/", *(annotations if self.verify else [PARTITION])]
+            absent = [name for name in annotations if name != PARTITION and not (folder / name).is_file()]
+            if self.verify and absent and (folder / PARTITION).is_file():
+                raise self.not_found(folder, expected, f"{', '.join(absent)} missing; they are only checksummed, "
+                                                       f"never read: --data.verify false needs just img_align_celeba/ "
+                                                       f"and {PARTITION}")
             self.require(folder, expected)
             transform = transforms.Compose([transforms.CenterCrop(self.crop),
                                             transforms.Resize(self.image_size, antialias=True),
