@@ -9,6 +9,7 @@ arbitrary code. The loaders refuse such files with an `UnsafeFileError` before a
 import io
 import os
 import pickle
+import re
 import tempfile
 import time
 import zipfile
@@ -42,9 +43,12 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True,
                                 mmap=zipfile.is_zipfile(path))  # mmap: cheap for a quick look at hparams
     except pickle.UnpicklingError as error:  # torch's weights-only unpickler met a global it does not allow
+        if "Unsupported global" not in str(error):  # random bytes or a truncated legacy file: nothing to run
+            raise CorruptFileError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
+                                   f"{_weights_unpickler_reason(error)}") from error
         raise UnsafeFileError(
             f"refused to load {path}: it is not plain weights (loading it would run code: "
-            f"{_first_line(error)}); genlab loads checkpoints with weights_only=True, so use a checkpoint written "
+            f"{_weights_unpickler_reason(error)}); genlab loads checkpoints with weights_only=True, so use a checkpoint written "
             f"by genlab/Lightning, or re-save a trusted one as a state dict") from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise CorruptFileError(f"{path} is not a readable checkpoint (truncated or corrupt?): {_first_line(error)}") \
@@ -52,7 +56,16 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     if not isinstance(checkpoint, dict):
         raise CorruptFileError(f"{path} is not a Lightning checkpoint: it holds a {type(checkpoint).__name__}, "
                                f"not a dict with 'state_dict'")
+    if "state_dict" not in checkpoint:
+        raise CorruptFileError(f"{path} is not a Lightning checkpoint: it has no 'state_dict' (keys: "
+                               f"{', '.join(map(str, list(checkpoint)[:8]))}); pass a checkpoint written by genlab fit")
     return checkpoint
+
+
+def _weights_unpickler_reason(error: BaseException) -> str:
+    """The unpickler's own reason (e.g. 'Unsupported operand 221') from torch's long weights-only message."""
+    reason = re.search(r"Unsupported (global|operand)[^\n]*?(?=\. |\n|$)", str(error))
+    return reason.group(0) if reason else _first_line(error)
 
 
 def _first_line(error: BaseException) -> str:

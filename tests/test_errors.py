@@ -34,6 +34,12 @@ def write_cifar(root: Path, truncate: bool) -> None:
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}))
 
 
+def torch_save(path: Path, value: object) -> None:
+    import torch
+
+    torch.save(value, path)
+
+
 def write_celeba_partition(root: Path) -> None:
     folder = root / "celeba"
     (folder / "img_align_celeba").mkdir(parents=True)
@@ -89,6 +95,15 @@ CASES = {
                                              ["no.ckpt", "is not a file", "train a VQVAE first"]),
     "CelebA without its annotation files": (lambda t, c: write_celeba_partition(t) or [
         "fit", "--data=CelebA", f"--data.root={t}"], ["list_attr_celeba.txt", "--data.verify false"]),
+    "CodePrior on a VAE checkpoint": (lambda t, c: ["fit", "--model=CodePrior", *FAKE,
+                                                     f"--model.vqvae_checkpoint={c}"],
+                                      ["is a checkpoint of VAE, not of a VQVAE"]),
+    "checkpoint without Lightning's keys": (lambda t, c: torch_save(t / "k.ckpt", {"a": 1}) or [
+        "test", *VAE, *FAKE, f"--ckpt_path={t / 'k.ckpt'}"], ["not a Lightning checkpoint", "no 'state_dict'"]),
+    "random bytes as a checkpoint": (lambda t, c: (t / "r.ckpt").write_bytes(bytes(range(256)) * 20) and [
+        "test", *VAE, *FAKE, f"--ckpt_path={t / 'r.ckpt'}"], ["r.ckpt", "truncated or corrupt"]),
+    "val_fraction leaving too little to train on": (lambda t, c: ["fit", *VAE, *FAKE, "--data.val_fraction=0.95"],
+                                                    ["val_fraction=0.95", "lower --data.batch_size"]),
     "empty YAML": (lambda t, c: ["fit", write_yaml(t, "")], ["is empty", "--print_config"]),
     "list-shaped YAML": (lambda t, c: ["fit", write_yaml(t, "- 1\n")], ["holds a YAML list", "mapping"]),
     "module of --data missing": (lambda t, c: ["fit", "--data=nopkg.Mine"], ["no module named 'nopkg'"]),

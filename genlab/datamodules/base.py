@@ -247,8 +247,10 @@ class ImageDataModule(LightningDataModule):
         n_train = len(self.datasets["train"])
         if self.batch_size > n_train // world:
             per_rank = f", {n_train // world} per process on {world} processes" if world > 1 else ""
+            held_out = f" after holding out val_fraction={self.val_fraction}" if self.val_fraction else ""
             raise ValueError(f"batch_size={self.batch_size} is larger than the training split of "
-                             f"{type(self).__name__} ({n_train} images{per_rank}); lower --data.batch_size")
+                             f"{type(self).__name__} ({n_train} images{held_out}{per_rank}); lower --data.batch_size"
+                             + (" or --data.val_fraction" if self.val_fraction > 0.5 else ""))
 
     def dataset(self, split: str) -> Dataset:
         """The built Dataset for "train", "val" or "test", setting up its stage first if needed."""

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from lightning import LightningModule
 from torch import Tensor, nn
 
-from ..io import WeightsOnlyCheckpoint
+from ..io import WeightsOnlyCheckpoint, load_checkpoint
 from .autoencoder import Autoencoder
 from .blocks import check_positive
 from .quantizer import VectorQuantizer
@@ -208,6 +208,10 @@ class CodePrior(WeightsOnlyCheckpoint, LightningModule):
             raise ValueError(f"vqvae_checkpoint={vqvae_checkpoint!r} is not a file; train a VQVAE first (genlab fit "
                              f"--model VQVAE ...) and pass its checkpoints/last.ckpt")
         vqvae_checkpoint = str(path.resolve())  # recorded resolved, so the prior reloads from any folder
+        saved = load_checkpoint(path).get("hyper_parameters", {}).get("_class_path", "VQVAE")  # refuses unsafe files
+        if saved.rpartition(".")[2] != "VQVAE":
+            raise ValueError(f"vqvae_checkpoint={str(path)!r} is a checkpoint of {saved.rpartition('.')[2]}, not of "
+                             f"a VQVAE; pass a VQVAE run's checkpoints/last.ckpt")
         super().__init__()
         self.save_hyperparameters()
         self.vqvae = VQVAE.load_from_checkpoint(vqvae_checkpoint, map_location="cpu", weights_only=True)
