@@ -104,6 +104,9 @@ CASES = {
         "test", *VAE, *FAKE, f"--ckpt_path={t / 'r.ckpt'}"], ["r.ckpt", "truncated or corrupt"]),
     "val_fraction leaving too little to train on": (lambda t, c: ["fit", *VAE, *FAKE, "--data.val_fraction=0.95"],
                                                     ["val_fraction=0.95", "lower --data.batch_size"]),
+    "quarter CVAE on an image with no quarter": (
+        lambda t, c: ["fit", "--model=CVAE", "--model.condition=quarter", *FAKE, "--data.image_shape=[1, 1, 8]"],
+        ["needs images at least 2x2", "(1, 1, 8)"]),
     "empty YAML": (lambda t, c: ["fit", write_yaml(t, "")], ["is empty", "--print_config"]),
     "list-shaped YAML": (lambda t, c: ["fit", write_yaml(t, "- 1\n")], ["holds a YAML list", "mapping"]),
     "module of --data missing": (lambda t, c: ["fit", "--data=nopkg.Mine"], ["no module named 'nopkg'"]),

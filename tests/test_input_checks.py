@@ -63,3 +63,11 @@ def test_models_refuse_images_outside_the_unit_interval(bad, words):
     x[0, 0, 0, 0] = bad
     with pytest.raises(ValueError, match=re.escape(words)):
         VAE(hidden=(8,), latent_dim=2).loss(x)
+
+
+def test_labels_beyond_num_classes_are_named():
+    from genlab.models import CVAE
+
+    model = CVAE(image_shape=(1, 8, 8), hidden=(8,), latent_dim=2, num_classes=3)
+    with pytest.raises(ValueError, match=re.escape("labels must be in 0..2 (num_classes=3), got labels from 0 to 7")):
+        model.loss(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 7]))

@@ -155,7 +155,12 @@ class LabelCondition(nn.Module):
     def forward(self, x: Tensor | None, y: Tensor | None) -> Tensor:
         if y is None:
             raise ValueError("this model is conditioned on class labels: pass y (integer labels, shape (B,) or (1,))")
-        return F.one_hot(y.long().reshape(-1), self.num_classes).float()
+        y = y.long().reshape(-1)
+        low, high = (int(v) for v in torch.aminmax(y)) if len(y) else (0, 0)
+        if low < 0 or high >= self.num_classes:
+            raise ValueError(f"labels must be in 0..{self.num_classes - 1} (num_classes={self.num_classes}), got "
+                             f"labels from {low} to {high}; set the datamodule's num_classes to match its labels")
+        return F.one_hot(y, self.num_classes).float()
 
 
 class QuarterCondition(nn.Module):
@@ -170,6 +175,9 @@ class QuarterCondition(nn.Module):
     def __init__(self, image_shape: Sequence[int]) -> None:
         super().__init__()
         channels, height, width = image_shape
+        if height < 2 or width < 2:
+            raise ValueError(f"condition='quarter' needs images at least 2x2 to have a quarter; got image_shape="
+                             f"{tuple(image_shape)}")
         self.rows, self.cols = slice(height // 2, height), slice(0, width // 2)
         self.features = channels * (height - height // 2) * (width // 2)
 
