@@ -16,12 +16,25 @@ machine the load changes between runs; `uptime`'s load average is printed before
 
 The last line reads `speed: genlab/course=<ratio> genlab/ceiling=<ratio>`, for the GPU in fp32 when one was
 measured, else for the CPU.
+
+`--case mlp` measures genlab's per-step overhead on a model whose steps take milliseconds: the IWAE paper's VAE
+(MLP 784-200-200-50, Bernoulli, Burda et al., 2016) on dynamically binarised MNIST (real files under --root, else
+FakeImages of the same shape), 50,000 training images, batch 100, Adam 1e-3, one thread. Ways: `loop` (a bare
+PyTorch loop over the same batches calling `VAE.loss`, plus one validation pass), `fit` (`genlab fit` defaults) and
+`fit_nofig` (`--figures false`); `pythae` is not run (not installed here). Each fits `--steps` steps, timed from
+`--warmup` on, and one full validation pass; seconds per epoch = 500 x seconds per step + the epoch's end
+(validation, and for `fit` figures and checkpoints). `--profile` adds a per-step table of where a fit's time goes
+(Lightning's SimpleProfiler, and the model's `loss` vs its logging).
+
+    python benchmarks/speed.py --case mlp --threads 1 --steps 200 --rounds 3
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -144,9 +157,138 @@ def genlab_fit(root: Path, device: str, steps: int, warmup: int, bf16: bool, on_
     return clock.seconds
 
 
+MLP_BATCH, MLP_TRAIN = 100, 50_000  # the IWAE paper's batch and training-set size
+MLP_MODEL = ["--model", "VAE", "--model.latent_dim", "50", "--model.hidden", "[200, 200]", "--model.lr", "0.001"]
+
+
+def mlp_data_args(root: Path | None) -> list[str]:
+    """`genlab fit` arguments of the MLP case's data: binarised MNIST from `root`, else FakeImages (1, 28, 28)."""
+    common = ["--data.batch_size", str(MLP_BATCH), "--data.val_fraction", str(1 / 6), "--data.seed", "0"]
+    if root is not None and (root / "MNIST" / "raw").is_dir():
+        return ["--data", "MNIST", "--data.root", str(root), "--data.binarize", "true", *common]
+    return ["--data", "FakeImages", "--data.size", str(MLP_TRAIN * 6 // 5), *common]
+
+
+def mlp_loop(root: Path | None, steps: int, warmup: int) -> tuple[float, float]:
+    """(seconds per step, seconds of one validation pass) of a bare loop over the datamodule's batches."""
+    from genlab.cli import main as genlab_main
+    cli = genlab_main([*MLP_MODEL, *mlp_data_args(root)], run=False)
+    data, model = cli.datamodule, cli.model
+    data.setup("fit")
+    torch.manual_seed(0)
+    loader = data.train_dataloader()  # outside a Trainer: float batches, freshly binarised
+
+    def forever():
+        while True:
+            yield from loader
+    seconds = plain_loop(model, forever(), "cpu", steps, warmup, bf16=False) / (steps - warmup)
+    model.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        for x, y in data.val_dataloader():
+            model.loss(x, y)
+    return seconds, time.perf_counter() - start
+
+
+class FitClock:
+    """A Lightning callback (built lazily): seconds per training step from `warmup` on, and the epoch's end."""
+
+    def __new__(cls, warmup: int):
+        from lightning import Callback
+
+        class Clock(Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step == warmup:
+                    self.start = time.perf_counter()
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                self.steps, self.last = trainer.global_step - warmup, time.perf_counter()
+
+            def on_train_end(self, trainer, pl_module):
+                self.step_s = (self.last - self.start) / self.steps
+                self.end_s = time.perf_counter() - self.last  # validation, figures, checkpoints
+        return Clock()
+
+
+def mlp_fit(root: Path | None, steps: int, warmup: int, extra: list[str], profile: bool) -> dict:
+    """`genlab fit` for one epoch of `steps` training steps; the time per step and the epoch's end."""
+    from genlab import cli
+    clock, model_timer = FitClock(warmup), {}
+    before_fit = cli.GenlabCLI.before_fit
+
+    def timed(model, function, key):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                name = f"[model] {key} ({'training' if model.training else 'evaluation'})"
+                model_timer.setdefault(name, []).append(time.perf_counter() - start)
+        return wrapper
+
+    def with_clock(self):
+        before_fit(self)
+        self.trainer.callbacks.append(clock)
+        if profile:  # the model's own share of training_step: its loss vs its logging
+            for name, key in (("loss", "loss"), ("_objective", "loss"), ("log", "log"), ("log_dict", "log")):
+                if hasattr(self.model, name):
+                    setattr(self.model, name, timed(self.model, getattr(self.model, name), key))
+    cli.GenlabCLI.before_fit = with_clock
+    with tempfile.TemporaryDirectory() as folder:
+        args = ["fit", *MLP_MODEL, *mlp_data_args(root), "--trainer.max_epochs", "1",
+                "--trainer.limit_train_batches", str(steps), "--trainer.default_root_dir", folder,
+                "--trainer.enable_progress_bar", "false", "--seed_everything", "0", *extra]
+        if profile:
+            args += ["--trainer.profiler", "simple"]
+        done = cli.main(args)
+    result = {"step_s": clock.step_s, "end_s": clock.end_s}
+    if profile:
+        durations = {**done.trainer.profiler.recorded_durations, **model_timer}
+        result["profile"] = {action: (sum(seconds), len(seconds)) for action, seconds in durations.items()}
+    return result
+
+
+def run_mlp_way(args) -> dict:
+    root = Path(args.data) if args.data else None
+    if args.way == "loop":
+        step_s, end_s = mlp_loop(root, args.steps, args.warmup)
+        return {"step_s": step_s, "end_s": end_s}
+    extra = ["--figures", "false"] if args.way == "fit_nofig" else []
+    return mlp_fit(root, args.steps, args.warmup, extra, args.profile)
+
+
+def main_mlp(args) -> None:
+    steps_per_epoch = MLP_TRAIN // MLP_BATCH
+    ways = ["loop", "fit", "fit_nofig"]
+    print(f"MLP VAE 784-200-200-50 on {mlp_data_args(args.root)[1]} (1, 28, 28), batch {MLP_BATCH}; {args.steps} "
+          f"steps ({args.warmup} warm-up) per run; CPU threads {args.threads}; load: {os.getloadavg()}; pythae: "
+          f"{'installed, not run' if importlib.util.find_spec('pythae') else 'not installed, skipped'}")
+    rounds = [{way: measure(args, way, "cpu", "fp32", args.root or "") for way in ways} for _ in range(args.rounds)]
+    epoch = {way: [steps_per_epoch * r[way]["step_s"] + r[way]["end_s"] for r in rounds] for way in ways}
+    for way in ways if rounds else []:
+        best = min(rounds, key=lambda r: r[way]["step_s"])[way]
+        print(f"{way:9s} s/epoch per round: {' '.join(f'{e:.2f}' for e in epoch[way])}; best step "
+              f"{best['step_s'] * 1e3:.2f} ms, epoch end {best['end_s']:.2f} s")
+    median = {way: statistics.median(epoch[way]) for way in ways if rounds}
+    if rounds:
+        print("ratios of median s/epoch: " + ", ".join(f"{way}/loop={median[way] / median['loop']:.2f}"
+                                                     for way in ways[1:]))
+    if args.profile:
+        args.way, args.steps = "fit", max(args.steps, 100)
+        profile = measure(args, "fit", "cpu", "fp32", args.root or "", ["--profile"])["profile"]
+        print(f"profile of `genlab fit` ({args.steps} training steps, then validation; SimpleProfiler, and the "
+              f"model's loss and log calls; ms per training step = total / {args.steps}):")
+        print(f"  {'ms/step':>8s} {'calls':>6s} {'ms/call':>8s}  action")
+        for action, (seconds, calls) in sorted(profile.items(), key=lambda item: -item[1][0])[:args.profile_rows]:
+            print(f"  {seconds * 1e3 / args.steps:8.3f} {calls:6d} {seconds * 1e3 / calls:8.3f}  {action}")
+
+
 def run_way(args) -> None:
     """Child process: one way on one device; prints a JSON line."""
     torch.set_num_threads(args.threads)
+    if args.case == "mlp":
+        print("RESULT " + json.dumps(run_mlp_way(args)))
+        return
     root, bf16 = Path(args.data), args.precision == "bf16"
     base = current_rss_mb()
     if args.way == "course":
@@ -162,10 +304,10 @@ def run_way(args) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def measure(args, way: str, device: str, precision: str, data: Path) -> dict:
+def measure(args, way: str, device: str, precision: str, data: Path | str, extra: tuple = ()) -> dict:
     command = [sys.executable, __file__, "--way", way, "--device", device, "--precision", precision,
                "--data", str(data), "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--threads", str(args.threads), "--workers", str(args.workers)]
+               "--threads", str(args.threads), "--workers", str(args.workers), "--case", args.case, *extra]
     if args.on_device:
         command.append("--on-device")
     done = subprocess.run(command, capture_output=True, text=True)
@@ -187,12 +329,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the course loop")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--on-device", action="store_true", help="genlab keeps the uint8 split on the GPU")
-    parser.add_argument("--way", choices=["course", "genlab", "ceiling"], help=argparse.SUPPRESS)
+    parser.add_argument("--case", choices=["conv", "mlp"], default="conv",
+                        help="conv: the course ConvVAE on SVHN-shaped data; mlp: the IWAE VAE on binarised MNIST")
+    parser.add_argument("--profile", action="store_true", help="mlp: add a per-step profile of `genlab fit`")
+    parser.add_argument("--profile-rows", type=int, default=15, help="rows of that profile to print")
+    parser.add_argument("--way", choices=["course", "genlab", "ceiling", "loop", "fit", "fit_nofig"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.way:
         return run_way(args)
+    if args.case == "mlp":
+        return main_mlp(args)
 
     data = svhn_root(args.root, args.cache, args.num_images)
     from scipy.io import whosmat

@@ -106,7 +106,7 @@ def test_a_short_fit_lowers_the_loss(name):
     ("cvae_quarter", {"image_shape", "latent_dim", "hidden", "condition", "num_classes", "beta", "free_bits",
                       "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio", "likelihood", "sigma",
                       "mixture_components", "lr"}),
-    ("flow_vae_iaf", {"image_shape", "latent_dim", "hidden", "flow", "num_flows", "beta", "free_bits",
+    ("flow_vae_iaf", {"image_shape", "latent_dim", "hidden", "flow", "num_flows", "iaf_update", "beta", "free_bits",
                       "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio", "likelihood", "sigma",
                       "mixture_components", "lr"}),
     ("denoising_ae", {"image_shape", "widths", "noise_std", "likelihood", "sigma", "mixture_components", "lr"}),

@@ -216,13 +216,30 @@ class Autoencoder(WeightsOnlyCheckpoint, LightningModule):
 
     def loss(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """Named, unweighted terms (nats per image) plus their weighted sum under "loss"."""
+        return self._objective(x, y, self.term_weights())[0]
+
+    def _objective(self, x: Tensor, y: Tensor | None, weights: dict[str, float],
+                   reconstruct: bool = False) -> tuple[dict[str, Tensor], Tensor | None]:
+        """`loss`'s terms under `weights`, and with `reconstruct` the deterministic reconstruction of x (what
+        `reconstruct(x, y)` returns) from the same encoder pass and one decoder call: z and the code are decoded
+        together (once, when the bottleneck is deterministic). A corrupted input needs its own pass for the clean x."""
         self.check_shape(x)
         c = self.condition(x, y)
-        z, terms = self.bottleneck(self._encode_features(self.corrupt(x), c))
-        recon = self._nll_per_image(self._decode_logits(z, c), x).mean()
+        h = self._encode_features(self.corrupt(x), c)
+        z, terms = self.bottleneck(h)
+        both = reconstruct and self.corruption is None and getattr(self.bottleneck, "stochastic", True)
+        if both:
+            z = torch.cat([z, self.bottleneck.encode(h).to(z.dtype)])
+            c = None if c is None else torch.cat([c, c])
+        out = self._decode_logits(z, c)
+        recon = self._nll_per_image(out[:len(x)], x).mean()
         # Terms without a weight (e.g. codebook perplexity, log_det) are diagnostics: logged, never optimised.
-        total = recon + sum(weight * terms[name] for name, weight in self.term_weights().items())
-        return {"loss": total, "recon": recon, **terms}
+        total = recon + sum(weight * terms[name] for name, weight in weights.items())
+        images = None
+        if reconstruct:
+            images = self.reconstruct(x, y) if self.corruption is not None else \
+                self._complete(self._mean(out[len(x):] if both else out), x)
+        return {"loss": total, "recon": recon, **terms}, images
 
     def check_shape(self, x: Tensor) -> None:
         check_batch_shape(self, x)
@@ -242,19 +259,21 @@ class Autoencoder(WeightsOnlyCheckpoint, LightningModule):
         return self.reconstruct(x, y)
 
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
+        """One forward pass; its terms logged as `<stage>/<term>` (tensors: no host sync), in evaluation with the
+        per-pixel `mse` of the deterministic reconstruction and `neg_elbo`, in training with `kl_weight`."""
         x, y = batch
-        terms = self.loss(x, y)
-        logged = {f"{stage}/{name}": value.detach() for name, value in terms.items()}
-        if stage != "train":  # per-pixel MSE of the deterministic reconstruction, the figure courses quote
-            with torch.no_grad():
-                logged[f"{stage}/mse"] = (self.reconstruct(x, y) - x).pow(2).mean()
+        weights = self.term_weights()  # the schedule, evaluated once per step
+        evaluating = stage != "train"
+        terms, images = self._objective(x, y, weights, reconstruct=evaluating)
+        logged = {f"{stage}/{name}": value.detach() for name, value in terms.items() if name != "loss"}
+        if evaluating:  # the per-pixel MSE courses quote, of the images `reconstruct` returns
+            logged[f"{stage}/mse"] = (images.detach() - x).pow(2).mean()
             if "kl" in terms and support_covers(self.likelihood_support, data_support(x)):
                 logged[f"{stage}/neg_elbo"] = (terms["recon"] + terms["kl"]).detach()
-        self.log(f"{stage}/loss", logged.pop(f"{stage}/loss"), prog_bar=True, batch_size=len(x),
-                 sync_dist=stage != "train")
-        self.log_dict(logged, batch_size=len(x), sync_dist=stage != "train")
-        if stage == "train" and hasattr(self.bottleneck, "kl_weight"):
-            self.log("train/kl_weight", self.bottleneck.kl_weight(self.global_step), batch_size=len(x))
+        self.log(f"{stage}/loss", terms["loss"].detach(), prog_bar=True, batch_size=len(x), sync_dist=evaluating)
+        self.log_dict(logged, batch_size=len(x), sync_dist=evaluating)
+        if not evaluating and hasattr(self.bottleneck, "kl_term"):
+            self.log("train/kl_weight", weights[self.bottleneck.kl_term], batch_size=len(x))
         return terms["loss"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

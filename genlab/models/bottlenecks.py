@@ -33,6 +33,8 @@ class IdentityBottleneck(nn.Module):
         self.latent_dim = self.in_features = latent_dim
         self.weights: dict[str, float] = {}
 
+    stochastic = False  # forward's z is encode(h): the loop decodes it once for both loss and reconstruction
+
     def forward(self, h: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         return h, {}
 
@@ -56,6 +58,8 @@ class GaussianBottleneck(IdentityBottleneck):
     kl_cycle_ratio)`; with `free_bits` > 0 the objective uses the extra term `kl_free_bits` = sum_d max(KL_d, free_bits)
     (`free_bits_kl`) instead, and the true `kl` is only logged.
     """
+
+    stochastic = True  # forward draws z ~ q(z|x); encode(h) is the mean
 
     def __init__(self, latent_dim: int, beta: float = 1.0, free_bits: float = 0.0, kl_warmup_steps: int = 0,
                  kl_cycles: int = 1, kl_cycle_ratio: float = 1.0) -> None:
@@ -81,7 +85,8 @@ class GaussianBottleneck(IdentityBottleneck):
 
     def posterior(self, h: Tensor) -> Normal:
         mean, log_var = h.float().chunk(2, dim=-1)  # float32 even under autocast: exp and KL are sensitive
-        return Normal(mean, torch.exp(0.5 * log_var.clamp(*LOG_VAR_RANGE)))
+        # no argument validation: it is a host sync per step; a NaN reaches the loss, where NonFiniteGuard names it
+        return Normal(mean, torch.exp(0.5 * log_var.clamp(*LOG_VAR_RANGE)), validate_args=False)
 
     def forward(self, h: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         q = self.posterior(h)
@@ -131,6 +136,13 @@ class FlowGaussianBottleneck(nn.Module):
         self.in_features = base.in_features + sum(self.context_sizes)
         self.weights = base.weights
 
+    stochastic = True
+
+    @property
+    def kl_term(self) -> str:
+        """The term the KL weight multiplies: "kl", or "kl_free_bits" with free bits."""
+        return self.base.kl_term
+
     def kl_weight(self, step: int | None) -> float:
         return self.base.kl_weight(step)
 
@@ -154,7 +166,7 @@ class FlowGaussianBottleneck(nn.Module):
         z0 = q0.rsample()
         z, log_det = self._flow(z0, contexts)
         log_q = q0.log_prob(z0).sum(dim=-1) - log_det  # change of variables
-        kl = log_q - Normal(0.0, 1.0).log_prob(z).sum(dim=-1)  # (B,)
+        kl = log_q - Normal(0.0, 1.0, validate_args=False).log_prob(z).sum(dim=-1)  # (B,)
         terms = {"kl": kl.mean(), "log_det": log_det.mean()}
         if self.base.free_bits > 0:
             terms["kl_free_bits"] = free_bits_kl(kl[:, None], self.base.free_bits * self.latent_dim)

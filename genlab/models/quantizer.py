@@ -51,6 +51,8 @@ class VectorQuantizer(nn.Module):
     the choice of code would then depend on the precision. Training-time statistics are summed over DDP ranks.
     """
 
+    stochastic = False  # forward's z is the nearest code, as encode(h) gives: decoded once for loss and recon
+
     def __init__(self, num_embeddings: int = 512, embedding_dim: int = 64, commitment_cost: float = 0.25,
                  ema: bool = False, decay: float = 0.99, dead_code_steps: int = 0, kmeans_init: bool = False,
                  kmeans_iters: int = 10, epsilon: float = 1e-5) -> None:
