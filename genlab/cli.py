@@ -11,7 +11,9 @@ import argparse
 import inspect
 import netrc
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -320,6 +322,7 @@ def main(args: ArgsType = None, run: bool = True) -> GenlabCLI | None:
     the exception is raised (a `GenlabError` for bad arguments).
     """
     argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+    handlers = signal_handlers()
     try:
         if run and argv[:1] == ["plot"]:
             return plot.main(argv[1:])
@@ -340,6 +343,22 @@ def main(args: ArgsType = None, run: bool = True) -> GenlabCLI | None:
         message, status = reported
         print(f"genlab: error: {message}", file=sys.stderr)
         sys.exit(status)
+    finally:
+        restore(handlers)
+
+
+def signal_handlers() -> dict[int, object]:
+    """The process's SIGINT/SIGTERM handlers (only the main thread may set them)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore(handlers: dict[int, object]) -> None:
+    """Put the handlers back: after a failed fit Lightning's teardown reinstalls the ones it saved, i.e. genlab's."""
+    for signum, handler in handlers.items():
+        if handler is not None:
+            signal.signal(signum, handler)
 
 
 def console() -> None:

@@ -254,4 +254,4 @@ def test_render_from_checkpoint_writes_each_figure(run, tmp_path):
     with pytest.raises(ValueError, match="latent_pca"):
         render_from_checkpoint(ckpt, TinyImages(), "nope", tmp_path, ConvVAE)
     assert set(FIGURES) == {"samples", "reconstructions", "interpolation", "traversal", "latent_pca", "latent_2d",
-                            "conditional", "codebook"}
+                            "conditional", "codebook", "sample_pca"}

@@ -107,8 +107,10 @@ def test_huge_learning_rate_stops_with_the_step_and_term_and_keeps_a_good_checkp
             "--trainer.max_epochs=50", "--figures=false", "--checkpoint.every_n_train_steps=1",
             "--checkpoint.monitor=null",
             f"--trainer.default_root_dir={tmp_path}"]
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(NonFiniteError, match=r"non-finite .* at epoch \d+, global step \d+") as error:
         main(args)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # given back after failing
     assert "train/" in str(error.value) or "gradient of" in str(error.value) or "weights" in str(error.value)
     checkpoint = last_ckpt(tmp_path)
     assert str(checkpoint) in str(error.value)
