@@ -11,7 +11,7 @@ from lightning import Callback, Trainer
 from genlab.callbacks.compile import Compile
 from genlab.datamodules import FakeImages
 from genlab.models import (AE, CVAE, DCGAN, GAN, PPCA, VAE, VQVAE, BaselineNN, Classifier, CodePrior, ConvAE,
-                           ConvVAE, DenoisingAE, FlowVAE)
+                           ConvVAE, DenoisingAE, FlowVAE, RealNVP)
 
 SHAPE = (1, 8, 8)
 MLP = dict(image_shape=SHAPE, latent_dim=3, hidden=(16,))
@@ -27,6 +27,7 @@ MODELS = {
     "CVAE": lambda: CVAE(**MLP, num_classes=10),
     "CVAE-quarter": lambda: CVAE(**MLP, condition="quarter"),
     "BaselineNN": lambda: BaselineNN(SHAPE, hidden=(16,)),
+    "RealNVP": lambda: RealNVP(SHAPE, hidden=4, num_blocks=1),
     "FlowVAE-planar": lambda: FlowVAE(**MLP, num_flows=2),
     "FlowVAE-iaf": lambda: FlowVAE(**MLP, flow="iaf", num_flows=2),
     "VQVAE": lambda: VQVAE(**VQ),
