@@ -63,3 +63,20 @@ def test_attention_is_placed_only_at_the_named_resolutions():
     check_attention_resolutions([14], available=[28, 14, 7])
     with pytest.raises(ValueError, match=r"\[16\] is not a feature-map size of this network; choose from \[7, 14, 28\]"):
         check_attention_resolutions([16, 14], available=[28, 14, 7])
+
+
+def test_conv_vae_places_attention_where_asked_and_starts_as_without_it():
+    from genlab.models import ConvVAE
+
+    plain = ConvVAE((1, 16, 16), latent_dim=4, widths=(8, 16))
+    attended = ConvVAE((1, 16, 16), latent_dim=4, widths=(8, 16), attention_resolutions=[8])
+    blocks = [m for m in attended.modules() if isinstance(m, SelfAttention2d)]
+    assert len(blocks) == 2  # one in the encoder after the 8x8 map, one in the decoder before it is upsampled
+    conv_weights = {k: v for k, v in plain.state_dict().items()}
+    mapped = dict(zip([k for k in attended.state_dict() if "gamma" not in k and not any(
+        p in k for p in ("query", "key", "value", "out"))], conv_weights.values()))
+    attended.load_state_dict({**attended.state_dict(), **mapped})
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.allclose(attended.reconstruct(x), plain.reconstruct(x), atol=1e-6)  # gamma = 0: the identity
+    with pytest.raises(ValueError, match=r"attention_resolutions=\[5\]"):
+        ConvVAE((1, 16, 16), latent_dim=4, widths=(8, 16), attention_resolutions=[5])

@@ -112,7 +112,8 @@ def test_checkpoint_round_trip_restores_identical_outputs(name, images, tmp_path
 
 def test_checkpoint_records_exactly_the_preset_arguments(tmp_path):
     model = ConvVAE(image_shape=SHAPE, latent_dim=4, widths=(8, 16))
-    assert set(model.hparams) == {"image_shape", "latent_dim", "widths", "batch_norm", "beta", "free_bits",
+    assert set(model.hparams) == {"image_shape", "latent_dim", "widths", "batch_norm", "attention_resolutions", "beta",
+                                  "free_bits",
                                   "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio", "likelihood", "sigma",
                                   "mixture_components", "lr"}
 

@@ -4,6 +4,7 @@ from .attention import SelfAttention2d
 from .autoencoder import Autoencoder
 from .classifier import Classifier
 from .gan import DCGAN, GAN, Adversarial
+from .hierarchical import HierarchicalVAE
 from .ppca import PPCA
 from .presets import AE, CVAE, VAE, BaselineNN, ConvAE, ConvVAE, DenoisingAE, FlowVAE
 from .protocols import LatentModel, Sampler
@@ -13,4 +14,4 @@ from .vqvae import VQVAE, CodePrior
 
 __all__ = ["AE", "VAE", "ConvAE", "ConvVAE", "DenoisingAE", "CVAE", "BaselineNN", "FlowVAE", "PPCA", "VQVAE",
            "CodePrior", "GAN", "DCGAN", "Adversarial", "Autoencoder", "VectorQuantizer", "LatentModel", "Sampler",
-           "Classifier", "RealNVP", "RealNVPPrior", "SelfAttention2d"]
+           "Classifier", "HierarchicalVAE", "RealNVP", "RealNVPPrior", "SelfAttention2d"]

@@ -48,6 +48,8 @@ class Autoencoder(WeightsOnlyCheckpoint, LightningModule):
         hidden: widths of the fully connected encoder's hidden layers; the decoder uses them reversed.
         widths: channels of the conv layers, one halving of H and W each; the decoder mirrors them.
         batch_norm: batch norm after every conv layer but the decoder's last.
+        attention_resolutions: feature-map heights after which a SAGAN self-attention block is inserted in the
+            conv encoder and decoder (e.g. [16]; empty: none); each block is the identity at initialisation.
         beta: weight of the KL term (beta-VAE; 1 is the ELBO).
         free_bits: floor on the optimised KL, in nats per latent dimension (batch mean); 0 switches it off.
         kl_warmup_steps: optimiser steps over which the KL weight rises from 0 to `beta`; 0: no warm-up.

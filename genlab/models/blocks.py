@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import attention_at, check_attention_resolutions
 from .checks import check_images
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "silu": nn.SiLU, "tanh": nn.Tanh}
@@ -66,15 +67,19 @@ class ConvEncoder(nn.Module):
     """
 
     def __init__(self, image_shape: Sequence[int], out_features: int, widths: Sequence[int] = (32, 64, 128),
-                 batch_norm: bool = False, activation: str = "leaky_relu") -> None:
+                 batch_norm: bool = False, activation: str = "leaky_relu",
+                 attention_resolutions: Sequence[int] = ()) -> None:
         super().__init__()
         channels, height, width = image_shape
+        sizes = conv_sizes(height, width, len(widths))
+        check_attention_resolutions(attention_resolutions, [h for h, w in sizes[1:] if h % 2 == 0 == w % 2])
         layers: list[nn.Module] = []
-        for out_channels in widths:
+        for out_channels, (h, _) in zip(widths, sizes[1:]):
             conv = nn.Conv2d(channels, out_channels, 3, stride=2, padding=1)
             layers += _conv_block(conv, out_channels, batch_norm, activation)
+            layers += attention_at(h, out_channels, attention_resolutions)  # SAGAN block after this resolution
             channels = out_channels
-        h, w = conv_sizes(height, width, len(widths))[-1]
+        h, w = sizes[-1]
         self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(widths[-1] * h * w, out_features))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -88,10 +93,12 @@ class ConvDecoder(nn.Module):
     """
 
     def __init__(self, in_features: int, image_shape: Sequence[int], widths: Sequence[int] = (32, 64, 128),
-                 batch_norm: bool = False, activation: str = "leaky_relu") -> None:
+                 batch_norm: bool = False, activation: str = "leaky_relu",
+                 attention_resolutions: Sequence[int] = ()) -> None:
         super().__init__()
         channels, height, width = image_shape
         sizes = conv_sizes(height, width, len(widths))  # sizes[i] is the input size of encoder layer i
+        check_attention_resolutions(attention_resolutions, [h for h, w in sizes[1:-1] if h % 2 == 0 == w % 2])
         h, w = sizes[-1]
         layers: list[nn.Module] = [nn.Linear(in_features, widths[-1] * h * w), nn.Unflatten(1, (widths[-1], h, w))]
         reversed_widths = list(widths[::-1]) + [channels]
@@ -101,6 +108,8 @@ class ConvDecoder(nn.Module):
             conv = nn.ConvTranspose2d(reversed_widths[i], reversed_widths[i + 1], 3, 2, 1, output_padding=padding)
             last = i == len(widths) - 1
             layers += [conv] if last else _conv_block(conv, reversed_widths[i + 1], batch_norm, activation)
+            if not last:
+                layers += attention_at(h_out, reversed_widths[i + 1], attention_resolutions)
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:

@@ -65,28 +65,34 @@ class ConvAE(Autoencoder):
     """Convolutional autoencoder: one stride-2 conv per entry of `widths`, mirrored by transposed convs."""
 
     def __init__(self, image_shape: Sequence[int] = (3, 32, 32), latent_dim: int = 128,
-                 widths: Sequence[int] = (32, 64, 128), batch_norm: bool = False, likelihood: str = "bernoulli",
-                 sigma: float = 1.0, mixture_components: int = 10, lr: float = 1e-3) -> None:
+                 widths: Sequence[int] = (32, 64, 128), batch_norm: bool = False,
+                 attention_resolutions: Sequence[int] = (), likelihood: str = "bernoulli", sigma: float = 1.0,
+                 mixture_components: int = 10, lr: float = 1e-3) -> None:
         check_positive(image_shape=image_shape, latent_dim=latent_dim, widths=widths)
         bottleneck = IdentityBottleneck(latent_dim)
         out_shape = decoder_shape(image_shape, likelihood, mixture_components)
-        super().__init__(ConvEncoder(image_shape, bottleneck.in_features, widths, batch_norm), bottleneck,
-                         ConvDecoder(latent_dim, out_shape, widths, batch_norm), image_shape, likelihood, sigma, lr)
+        super().__init__(ConvEncoder(image_shape, bottleneck.in_features, widths, batch_norm,
+                                     attention_resolutions=attention_resolutions), bottleneck,
+                         ConvDecoder(latent_dim, out_shape, widths, batch_norm,
+                                     attention_resolutions=attention_resolutions), image_shape, likelihood, sigma, lr)
 
 
 class ConvVAE(Autoencoder):
     """The course ConvVAE: three stride-2 convs, latent 128 for 32x32 RGB, optional batch norm, `beta` on the KL."""
 
     def __init__(self, image_shape: Sequence[int] = (3, 32, 32), latent_dim: int = 128,
-                 widths: Sequence[int] = (32, 64, 128), batch_norm: bool = False, beta: float = 1.0,
+                 widths: Sequence[int] = (32, 64, 128), batch_norm: bool = False,
+                 attention_resolutions: Sequence[int] = (), beta: float = 1.0,
                  free_bits: float = 0.0, kl_warmup_steps: int = 0, kl_cycles: int = 1, kl_cycle_ratio: float = 1.0,
                  likelihood: str = "bernoulli", sigma: float = 1.0, mixture_components: int = 10,
                  lr: float = 1e-3) -> None:
         check_positive(image_shape=image_shape, latent_dim=latent_dim, widths=widths)
         bottleneck = GaussianBottleneck(latent_dim, beta, free_bits, kl_warmup_steps, kl_cycles, kl_cycle_ratio)
         out_shape = decoder_shape(image_shape, likelihood, mixture_components)
-        super().__init__(ConvEncoder(image_shape, bottleneck.in_features, widths, batch_norm), bottleneck,
-                         ConvDecoder(latent_dim, out_shape, widths, batch_norm), image_shape, likelihood, sigma, lr)
+        super().__init__(ConvEncoder(image_shape, bottleneck.in_features, widths, batch_norm,
+                                     attention_resolutions=attention_resolutions), bottleneck,
+                         ConvDecoder(latent_dim, out_shape, widths, batch_norm,
+                                     attention_resolutions=attention_resolutions), image_shape, likelihood, sigma, lr)
 
 
 class DenoisingAE(Autoencoder):
