@@ -36,7 +36,8 @@ def run_args(path: Path, root: Path, tmp_path: Path) -> list[str]:
 
 def test_there_is_a_config_for_every_experiment():
     names = {path.stem for path in CONFIGS}
-    expected = {"mnist_ae_2d", "mnist_denoising", "mnist_vae", "mnist_hvae", "mnist_cvae_labels", "mnist_cvae_quarter",
+    expected = {"mnist_ae_2d", "mnist_denoising", "mnist_vae", "mnist_hvae", "mnist_cvae_labels",
+                "mnist_cvae_quarter",
                 "mnist_baseline_nn", "cifar10_vqvae", "cifar10_vqvae_no_commitment", "cifar10_vae_fc",
                 "cifar10_convvae", "svhn_convvae", "celeba_convvae_64", "frey_convvae_bn", "frey_ae", "frey_ppca",
                 "mnist_planar_flows", "mnist_gan", "mnist_kl_warmup", "mnist_free_bits", "mnist_kl_cyclical"}
