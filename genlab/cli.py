@@ -7,7 +7,7 @@
     genlab report runs/lightning_logs/version_0   # one self-contained HTML page of a run
 """
 
-import argparse
+import errno
 import inspect
 import netrc
 import os
@@ -305,10 +305,27 @@ def wandb_offline_without_key(loggers: list[Logger]) -> None:
                    "with `wandb sync <save_dir>/wandb/offline-run-*`")
 
 
+WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR,
+                errno.EDQUOT}
+
+
+def write_error(error: BaseException | None) -> OSError | None:
+    """The OSError of a failed write (full disk, read-only folder, a file where a folder should be) in the chain."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in WRITE_ERRORS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def user_error(error: BaseException) -> tuple[str, int] | None:
     """(message, exit status) for an error the user can fix from its message alone; None for anything else."""
     if isinstance(error, GenlabError):
         return str(error), error.exit_code
+    if (failed := write_error(error)) is not None:
+        name = errno.errorcode.get(failed.errno, str(failed.errno))
+        return (f"cannot write {failed.filename or 'a file'}: {failed.strerror} ({name}); free some space, make the "
+                f"folder writable, or choose another --trainer.default_root_dir"), 1
     if isinstance(error, datamodules.DatasetNotFoundError) or (
             isinstance(error, ValueError) and raised_by_genlab(error)):
         return str(error), 1

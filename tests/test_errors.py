@@ -107,6 +107,9 @@ CASES = {
     "quarter CVAE on an image with no quarter": (
         lambda t, c: ["fit", "--model=CVAE", "--model.condition=quarter", *FAKE, "--data.image_shape=[1, 1, 8]"],
         ["needs images at least 2x2", "(1, 1, 8)"]),
+    "output folder that is a file": (lambda t, c: (t / "afile").write_text("x") and [
+        "fit", *VAE, *FAKE, "--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={t / 'afile' / 'runs'}"],
+        ["afile", "Not a directory"]),
     "empty YAML": (lambda t, c: ["fit", write_yaml(t, "")], ["is empty", "--print_config"]),
     "list-shaped YAML": (lambda t, c: ["fit", write_yaml(t, "- 1\n")], ["holds a YAML list", "mapping"]),
     "module of --data missing": (lambda t, c: ["fit", "--data=nopkg.Mine"], ["no module named 'nopkg'"]),
@@ -149,7 +152,8 @@ def test_bad_input_gives_one_clear_line(case, tmp_path, vae_ckpt):
     assert not list((tmp_path / "runs").rglob("*.ckpt"))  # nothing a later --ckpt_path last could pick up
 
 
-@pytest.mark.parametrize("case", ["unknown key in YAML", "latent_dim 0", "truncated dataset file"])
+@pytest.mark.parametrize("case", ["unknown key in YAML", "latent_dim 0", "truncated dataset file",
+                                  "output folder that is a file"])
 def test_the_shell_gets_one_error_line_and_a_nonzero_status(case, tmp_path, vae_ckpt):
     make_args, words = CASES[case]
     args = [*make_args(tmp_path, vae_ckpt), *QUIET, f"--trainer.default_root_dir={tmp_path / 'runs'}"]
