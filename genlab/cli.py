@@ -290,7 +290,8 @@ def is_config_error(error: BaseException) -> bool:
 def wandb_offline_without_key(loggers: list[Logger]) -> None:
     """With a WandbLogger, no WANDB_MODE and no API key (env or `wandb login`), log offline instead of prompting
     or hanging on the network; `wandb sync` uploads the run later. The key itself is never read or logged."""
-    if not any(isinstance(logger, WandbLogger) for logger in loggers) or os.environ.get("WANDB_MODE"):
+    mode = os.environ.get("WANDB_MODE")
+    if not any(isinstance(logger, WandbLogger) for logger in loggers) or mode in ("offline", "disabled", "dryrun"):
         return
     if os.environ.get("WANDB_API_KEY"):
         return
@@ -300,6 +301,9 @@ def wandb_offline_without_key(loggers: list[Logger]) -> None:
             return
     except (OSError, netrc.NetrcParseError):
         pass
+    if mode:  # asked for online logging with no key: say so now rather than after W&B's own time-outs
+        raise GenlabError(f"WANDB_MODE={mode} but no W&B API key was found (WANDB_API_KEY, or `wandb login` for "
+                          f"{host}); set one, or unset WANDB_MODE to log offline and `wandb sync` later")
     os.environ["WANDB_MODE"] = "offline"
     rank_zero_info("genlab: no W&B API key found (WANDB_API_KEY or `wandb login`): logging offline; upload later "
                    "with `wandb sync <save_dir>/wandb/offline-run-*`")

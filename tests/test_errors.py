@@ -163,3 +163,17 @@ def test_the_shell_gets_one_error_line_and_a_nonzero_status(case, tmp_path, vae_
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("genlab: error:")]
     assert len(errors) == 1 and all(word in errors[0] for word in words), result.stderr[-2000:]
+
+
+def test_wandb_online_without_a_key_fails_at_once(tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import WandbLogger
+
+    from genlab.cli import wandb_offline_without_key
+    from genlab.errors import GenlabError
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    with pytest.raises(GenlabError, match="WANDB_MODE=online but no W&B API key"):
+        wandb_offline_without_key([WandbLogger(save_dir=str(tmp_path))])
