@@ -32,20 +32,20 @@ from .callbacks import reliability
 from .callbacks.compile import Compile
 from .callbacks.evaluation import TestMetrics
 from .callbacks.predictions import PredictionWriter
-from .arguments import (check_config_files, check_import_paths, class_flag, class_help, explicit_init_args, insert_after_subcommand, names_class, with_default_classes,
-                        with_logger_save_dir)
-from .callbacks.base import resolve_class
+from .arguments import (check_config_files, check_import_paths, class_flag, class_help, explicit_init_args,
+                        insert_after_subcommand, names_class, with_default_classes, with_logger_save_dir)
 from .errors import GenlabError, GenlabParser, check_names, innermost_message, public_classes, \
     raised_by_genlab
 from .io import AtomicCheckpointIO, load_checkpoint
 from .runs import (RUN_FOLDER_ENV, check_model_class, checkpoint_settings, claim_run_folder, find_last_checkpoint,
-                   logger_for_run, read_run_config, remove_if_unused, run_folder_of, runs_parent, same_class,
+                   logger_for_run, read_run_config, remove_if_unused, run_folder_of, runs_parent,
                    settings_conflicts, shared_run_folder, trusted_class)
 
 DEFAULT_MODEL, DEFAULT_DATA = "ConvVAE", "Shapes"
 MORE_COMMANDS = ("Train and evaluate generative image models. Besides fit/validate/test/predict: `genlab plot "
                  "--ckpt_path C --figure F` draws one figure of a trained run; `genlab report RUN_FOLDER` writes one "
-                 "HTML page of a run; `genlab data optimize --data D --output DIR` writes a dataset for streaming. `genlab fit --model VAE --help` lists VAE's options.")
+                 "HTML page of a run; `genlab data optimize --data D --output DIR` writes a dataset for streaming. "
+                 "`genlab fit --model VAE --help` lists VAE's options.")
 
 
 def model_names() -> list[str]:

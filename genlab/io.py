@@ -48,8 +48,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
                                    f"{_weights_unpickler_reason(error)}") from error
         raise UnsafeFileError(
             f"refused to load {path}: it is not plain weights (loading it would run code: "
-            f"{_weights_unpickler_reason(error)}); genlab loads checkpoints with weights_only=True, so use a checkpoint written "
-            f"by genlab/Lightning, or re-save a trusted one as a state dict") from error
+            f"{_weights_unpickler_reason(error)}); genlab loads checkpoints with weights_only=True, so use a "
+            f"checkpoint written by genlab/Lightning, or re-save a trusted one as a state dict") from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise CorruptFileError(f"{path} is not a readable checkpoint (truncated or corrupt?): {_first_line(error)}") \
             from error

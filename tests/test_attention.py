@@ -61,7 +61,8 @@ def test_attention_is_placed_only_at_the_named_resolutions():
     assert [type(m) for m in attention_at(16, 32, [16])] == [SelfAttention2d]
     assert attention_at(8, 32, [16]) == [] and attention_at(16, 32, []) == []
     check_attention_resolutions([14], available=[28, 14, 7])
-    with pytest.raises(ValueError, match=r"\[16\] is not a feature-map size of this network; choose from \[7, 14, 28\]"):
+    message = r"\[16\] is not a feature-map size of this network; choose from \[7, 14, 28\]"
+    with pytest.raises(ValueError, match=message):
         check_attention_resolutions([16, 14], available=[28, 14, 7])
 
 

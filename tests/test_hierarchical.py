@@ -152,7 +152,10 @@ def linear_gaussian(sigma: float = 0.3) -> HierarchicalVAE:
 
 def test_iwae_over_all_groups_matches_the_closed_form_of_a_linear_gaussian_hierarchy():
     model, sigma = linear_gaussian(), 0.3
-    top_down = lambda z0, z1: model.net.top_down(None, len(z0), lambda i, q, p: (z0, z1)[i])[0][:, 0].flatten(1)  # noqa: E731
+
+    def top_down(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+        return model.net.top_down(None, len(z0), lambda i, q, p: (z0, z1)[i])[0][:, 0].flatten(1)
+
     basis = torch.eye(5)
     with torch.no_grad():
         c = top_down(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 2, 2))

@@ -34,7 +34,8 @@ def test_protocol_shapes_and_range(name, images):
     assert isinstance(model, LatentModel) and isinstance(model, Sampler)
     z = model.encode(images)
     assert z.shape == (4, model.latent_dim)
-    for out in (model.decode(z), model.reconstruct(images), model.sample(3, generator=torch.Generator().manual_seed(0))):
+    sample = model.sample(3, generator=torch.Generator().manual_seed(0))
+    for out in (model.decode(z), model.reconstruct(images), sample):
         assert out.shape[1:] == SHAPE and 0 <= out.min() and out.max() <= 1
 
 

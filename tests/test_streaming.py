@@ -24,7 +24,6 @@ from test_datamodules import write_celeba  # noqa: E402
 
 from genlab.datamodules import CelebA, FakeImages, ImageFolder  # noqa: E402
 from genlab.datamodules.streaming import META_FILE, Streaming, main, optimize  # noqa: E402
-from genlab.errors import GenlabError  # noqa: E402
 from genlab.models import VAE  # noqa: E402
 
 STREAMING = "genlab.datamodules.streaming.Streaming"

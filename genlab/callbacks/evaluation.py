@@ -27,8 +27,8 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from ..metrics import (FeatureNetwork, InceptionFeatures, ReconstructionMetrics, SampleDistances, active_units, evaluate_likelihood,
-                       likelihood_method, mutual_information_gap)
+from ..metrics import (FeatureNetwork, InceptionFeatures, ReconstructionMetrics, SampleDistances, active_units,
+                       evaluate_likelihood, likelihood_method, mutual_information_gap)
 from ..metrics.likelihood import likelihood_support
 from ..models.classifier import Classifier
 from ..models.losses import data_support, support_covers

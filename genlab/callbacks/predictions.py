@@ -43,7 +43,8 @@ class PredictionWriter(BasePredictionWriter):
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.parts = {"inputs": [], "reconstructions": [], "codes": [], "labels": []}
 
-    def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: object, batch_indices: object,
+    def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: object,
+                           batch_indices: object,
                            batch: object, batch_idx: int, dataloader_idx: int) -> None:
         if not isinstance(pl_module, LatentModel):
             return

@@ -10,7 +10,6 @@ nodes and loader workers with equal lengths, shuffles deterministically, reads i
 images) and resumes at the exact sample from a small state dict; WebDataset leaves resuming and equal shards to you.
 """
 
-import argparse
 import json
 import os
 import tempfile
