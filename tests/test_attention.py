@@ -81,3 +81,16 @@ def test_conv_vae_places_attention_where_asked_and_starts_as_without_it():
     assert torch.allclose(attended.reconstruct(x), plain.reconstruct(x), atol=1e-6)  # gamma = 0: the identity
     with pytest.raises(ValueError, match=r"attention_resolutions=\[5\]"):
         ConvVAE((1, 16, 16), latent_dim=4, widths=(8, 16), attention_resolutions=[5])
+
+
+def test_dcgan_places_attention_in_generator_and_discriminator():
+    from genlab.models import DCGAN
+
+    model = DCGAN((1, 32, 32), latent_dim=8, width=8, attention_resolutions=[8])
+    for network in (model.generator, model.discriminator):
+        assert sum(isinstance(m, SelfAttention2d) for m in network.modules()) == 1
+    samples = model.sample(2, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (2, 1, 32, 32)
+    assert torch.isfinite(model.discriminator(torch.rand(2, 1, 32, 32))).all()
+    with pytest.raises(ValueError, match=r"attention_resolutions=\[3\]"):
+        DCGAN((1, 32, 32), latent_dim=8, width=8, attention_resolutions=[3])

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..io import WeightsOnlyCheckpoint
+from .attention import attention_at, check_attention_resolutions
 from .blocks import MLPDecoder, check_batch_shape, check_positive
 from .gan_losses import (OBJECTIVES, bce_discriminator_loss, bce_generator_loss, gradient_penalty, js_estimate,
                          wasserstein_critic_loss, wasserstein_generator_loss)
@@ -70,15 +71,20 @@ class DCGenerator(nn.Module):
     """z (B, latent_dim) -> logits (B, C, H, W): a transposed conv to base x base, then doubling transposed convs
     with batch norm and ReLU, halving the channels from `width * 2**(n-1)` (Radford et al., 2015)."""
 
-    def __init__(self, latent_dim: int, image_shape: Sequence[int], width: int = 64) -> None:
+    def __init__(self, latent_dim: int, image_shape: Sequence[int], width: int = 64,
+                 attention_resolutions: Sequence[int] = ()) -> None:
         super().__init__()
         base, depth = dcgan_depth(image_shape)
+        sides = [base * 2**k for k in range(depth)]  # the feature maps' sides, before the last transposed conv
+        check_attention_resolutions(attention_resolutions, [s for s in sides if s % 2 == 0])
         channels = width * 2 ** (depth - 1)
         layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, channels, base, bias=False),
-                                   nn.BatchNorm2d(channels), nn.ReLU()]
-        for _ in range(depth - 1):
+                                   nn.BatchNorm2d(channels), nn.ReLU(), *attention_at(base, channels,
+                                                                                      attention_resolutions)]
+        for side in sides[1:]:
             layers += [nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(channels // 2), nn.ReLU()]
+                       nn.BatchNorm2d(channels // 2), nn.ReLU(), *attention_at(side, channels // 2,
+                                                                               attention_resolutions)]
             channels //= 2
         self.net = nn.Sequential(*layers, nn.ConvTranspose2d(channels, image_shape[0], 4, 2, 1))
 
@@ -93,15 +99,20 @@ class DCDiscriminator(nn.Sequential):
     penalty is invalid with batch norm (Gulrajani et al., 2017, section 4).
     """
 
-    def __init__(self, image_shape: Sequence[int], width: int = 64, norm: str = "batch") -> None:
+    def __init__(self, image_shape: Sequence[int], width: int = 64, norm: str = "batch",
+                 attention_resolutions: Sequence[int] = ()) -> None:
         if norm not in ("batch", "layer"):
             raise ValueError(f"norm={norm!r} is unknown; choose 'batch' or 'layer'")
         base, depth = dcgan_depth(image_shape)
-        layers: list[nn.Module] = [nn.Conv2d(image_shape[0], width, 4, 2, 1), nn.LeakyReLU(0.2)]
+        sides = [base * 2**k for k in range(depth)][::-1]  # the feature maps' sides after each strided conv
+        check_attention_resolutions(attention_resolutions, [s for s in sides if s % 2 == 0])
+        layers: list[nn.Module] = [nn.Conv2d(image_shape[0], width, 4, 2, 1), nn.LeakyReLU(0.2),
+                                   *attention_at(sides[0], width, attention_resolutions)]
         channels = width
-        for _ in range(depth - 1):
+        for side in sides[1:]:
             norm_layer = nn.BatchNorm2d(2 * channels) if norm == "batch" else nn.GroupNorm(1, 2 * channels)
-            layers += [nn.Conv2d(channels, 2 * channels, 4, 2, 1, bias=False), norm_layer, nn.LeakyReLU(0.2)]
+            layers += [nn.Conv2d(channels, 2 * channels, 4, 2, 1, bias=False), norm_layer, nn.LeakyReLU(0.2),
+                       *attention_at(side, 2 * channels, attention_resolutions)]
             channels *= 2
         super().__init__(*layers, nn.Conv2d(channels, 1, base), nn.Flatten())
 
@@ -294,14 +305,17 @@ class DCGAN(Adversarial):
 
     Args:
         width: channels of the layers next to the image (ngf/ndf in the paper), doubled at each halving of the side.
+        attention_resolutions: feature-map sides after which a SAGAN self-attention block is inserted in the
+            generator and the discriminator (Zhang et al., 2019; e.g. [16]; empty: none); identity at initialisation.
     """
 
     def __init__(self, image_shape: Sequence[int] = (3, 32, 32), latent_dim: int = 100, width: int = 64,
-                 objective: str = "bce", lr_g: float = 1e-4, lr_d: float | None = None, beta1: float | None = None,
+                 attention_resolutions: Sequence[int] = (), objective: str = "bce", lr_g: float = 1e-4, lr_d: float | None = None, beta1: float | None = None,
                  beta2: float | None = None, real_label: float = 0.9, gp_weight: float = 10.0,
                  n_critic: int | None = None) -> None:
         check_positive(image_shape=image_shape, latent_dim=latent_dim, width=width)
         norm = "layer" if objective == "wgan-gp" else "batch"
-        super().__init__(DCGenerator(latent_dim, image_shape, width), DCDiscriminator(image_shape, width, norm),
+        super().__init__(DCGenerator(latent_dim, image_shape, width, attention_resolutions),
+                         DCDiscriminator(image_shape, width, norm, attention_resolutions),
                          image_shape, latent_dim, objective, lr_g, lr_d, beta1, beta2, real_label, gp_weight,
                          n_critic)
