@@ -82,8 +82,9 @@ def test_bad_arguments_are_named():
 
 
 def test_checkpoint_records_exactly_the_preset_arguments():
-    assert set(MODELS["dcgan"]().hparams) == {"image_shape", "latent_dim", "width", "attention_resolutions", "objective", "lr_g", "lr_d",
-                                              "beta1", "beta2", "real_label", "gp_weight", "n_critic"}
+    assert set(MODELS["dcgan"]().hparams) == {"image_shape", "latent_dim", "width", "attention_resolutions",
+                                              "objective", "lr_g", "lr_d", "beta1", "beta2", "real_label",
+                                              "gp_weight", "n_critic"}
     assert MODELS["gan_wgan"]().n_critic == 5 and MODELS["gan"]().n_critic == 1
 
 

@@ -310,9 +310,9 @@ class DCGAN(Adversarial):
     """
 
     def __init__(self, image_shape: Sequence[int] = (3, 32, 32), latent_dim: int = 100, width: int = 64,
-                 attention_resolutions: Sequence[int] = (), objective: str = "bce", lr_g: float = 1e-4, lr_d: float | None = None, beta1: float | None = None,
-                 beta2: float | None = None, real_label: float = 0.9, gp_weight: float = 10.0,
-                 n_critic: int | None = None) -> None:
+                 attention_resolutions: Sequence[int] = (), objective: str = "bce", lr_g: float = 1e-4,
+                 lr_d: float | None = None, beta1: float | None = None, beta2: float | None = None,
+                 real_label: float = 0.9, gp_weight: float = 10.0, n_critic: int | None = None) -> None:
         check_positive(image_shape=image_shape, latent_dim=latent_dim, width=width)
         norm = "layer" if objective == "wgan-gp" else "batch"
         super().__init__(DCGenerator(latent_dim, image_shape, width, attention_resolutions),
