@@ -29,11 +29,7 @@ def subcommand_of(argv: list[str]) -> str | None:
 def config_files(argv: list[str]) -> list[dict]:
     """The contents of every `--config` / `-c` file in `argv` (files that do not parse are left to the parser)."""
     found = []
-    for i, arg in enumerate(argv):
-        flag, eq, value = arg.partition("=")
-        if flag not in ("--config", "-c"):
-            continue
-        value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+    for value in flag_values(argv, "--config") + flag_values(argv, "-c"):
         try:
             content = yaml.safe_load(Path(value).read_text())
         except (OSError, yaml.YAMLError, ValueError):

@@ -8,7 +8,6 @@
   its learning rate, not its architecture.
 """
 
-import importlib
 import os
 import re
 import shutil
@@ -18,6 +17,7 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from .callbacks.base import resolve_class
 from .errors import GenlabError
 from .io import load_checkpoint
 
@@ -123,11 +123,6 @@ def check_model_class(path: str | Path, saved: str, named: str | None) -> None:
         short = saved.rpartition(".")[2]
         raise GenlabError(f"{path} is a checkpoint of {short}, not of {named.rpartition('.')[2]}; "
                           f"pass --model {short} (or leave --model out) to load it")
-
-
-def resolve_class(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 def find_last_checkpoint(root: Path, model_class: str | None, data_class: str | None, wanted: dict) -> Path | None:

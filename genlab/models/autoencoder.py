@@ -12,11 +12,12 @@ from ..io import WeightsOnlyCheckpoint
 from .blocks import check_batch_shape
 from .losses import (SUPPORT, check_likelihood, data_support, likelihood_mean, support_covers,
                      reconstruction_nll_per_image, standard_normal_log_prob)
+from .steps import StageSteps
 
 Batch = tuple[Tensor, Tensor]
 
 
-class Autoencoder(WeightsOnlyCheckpoint, LightningModule):
+class Autoencoder(WeightsOnlyCheckpoint, StageSteps, LightningModule):
     """Encoder -> bottleneck -> decoder, trained on the reconstruction term plus the bottleneck's weighted terms.
 
     `loss(x)` returns the named, unweighted terms in nats per image (summed over data or latent dimensions,
@@ -247,15 +248,6 @@ class Autoencoder(WeightsOnlyCheckpoint, LightningModule):
         check_batch_shape(self, x)
 
     # --- Lightning ---
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
-
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         x, y = batch
         return self.reconstruct(x, y)
@@ -267,13 +259,12 @@ class Autoencoder(WeightsOnlyCheckpoint, LightningModule):
         weights = self.term_weights()  # the schedule, evaluated once per step
         evaluating = stage != "train"
         terms, images = self._objective(x, y, weights, reconstruct=evaluating)
-        logged = {f"{stage}/{name}": value.detach() for name, value in terms.items() if name != "loss"}
+        extra = {}
         if evaluating:  # the per-pixel MSE courses quote, of the images `reconstruct` returns
-            logged[f"{stage}/mse"] = (images.detach() - x).pow(2).mean()
+            extra[f"{stage}/mse"] = (images.detach() - x).pow(2).mean()
             if "kl" in terms and support_covers(self.likelihood_support, data_support(x)):
-                logged[f"{stage}/neg_elbo"] = (terms["recon"] + terms["kl"]).detach()
-        self.log(f"{stage}/loss", terms["loss"].detach(), prog_bar=True, batch_size=len(x), sync_dist=evaluating)
-        self.log_dict(logged, batch_size=len(x), sync_dist=evaluating)
+                extra[f"{stage}/neg_elbo"] = (terms["recon"] + terms["kl"]).detach()
+        self.log_terms(stage, terms, len(x), extra)
         if not evaluating and hasattr(self.bottleneck, "kl_term"):
             self.log("train/kl_weight", weights[self.bottleneck.kl_term], batch_size=len(x))
         return terms["loss"]

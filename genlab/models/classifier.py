@@ -10,11 +10,12 @@ from torch import Tensor, nn
 
 from ..io import WeightsOnlyCheckpoint
 from .blocks import ConvEncoder, check_batch_shape, check_positive
+from .steps import StageSteps
 
 Batch = tuple[Tensor, Tensor]
 
 
-class Classifier(WeightsOnlyCheckpoint, LightningModule):
+class Classifier(WeightsOnlyCheckpoint, StageSteps, LightningModule):
     """Conv net for any `image_shape` and `num_classes`: stride-2 convs (`widths`), a `feature_dim` ReLU layer (the
     features, `features(x)`), then a linear layer to class logits. Logs loss and accuracy for train/val/test.
 
@@ -57,15 +58,6 @@ class Classifier(WeightsOnlyCheckpoint, LightningModule):
         self.log(f"{stage}/accuracy", accuracy, prog_bar=stage != "train", batch_size=len(x),
                  sync_dist=stage != "train")
         return loss
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr)

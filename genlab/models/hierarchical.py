@@ -21,6 +21,7 @@ from ..io import WeightsOnlyCheckpoint
 from .blocks import check_batch_shape, check_positive, conv_sizes
 from .losses import (SUPPORT, check_likelihood, data_support, free_bits_kl, gaussian_kl, kl_annealing,
                      likelihood_mean, output_channels, reconstruction_nll_per_image, support_covers)
+from .steps import StageSteps
 
 Batch = tuple[Tensor, Tensor]
 Gaussian = tuple[Tensor, Tensor]  # (mean, std), (B, latent_channels, h, w) each
@@ -153,7 +154,7 @@ def _noise(like: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(like.shape, generator=generator).to(like)
 
 
-class HierarchicalVAE(WeightsOnlyCheckpoint, LightningModule):
+class HierarchicalVAE(WeightsOnlyCheckpoint, StageSteps, LightningModule):
     """Ladder/VDVAE-style VAE: G latent groups, the KL of group l logged as `kl_<l>` (l = 0 the top) and summed into
     `kl`; the objective is recon + beta * warm-up(step) * KL, with the free-bits floor applied per group.
 
@@ -325,32 +326,21 @@ class HierarchicalVAE(WeightsOnlyCheckpoint, LightningModule):
         return {"loss": recon + self.kl_weight() * optimised, "recon": recon, "kl": kl, **terms}
 
     # --- Lightning ---
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
-
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self.reconstruct(batch[0])
 
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
         x, _ = batch
         terms = self.loss(x)
-        logged = {f"{stage}/{name}": value.detach() for name, value in terms.items() if name != "loss"}
+        extra = {}
         if stage == "train":
-            logged["train/kl_weight"] = self.kl_weight()
+            extra["train/kl_weight"] = self.kl_weight()
         else:
             with torch.no_grad():
-                logged[f"{stage}/mse"] = (self.reconstruct(x) - x).pow(2).mean()
+                extra[f"{stage}/mse"] = (self.reconstruct(x) - x).pow(2).mean()
             if support_covers(self.likelihood_support, data_support(x)):  # the true -ELBO: beta 1, no floor
-                logged[f"{stage}/neg_elbo"] = (terms["recon"] + terms["kl"]).detach()
-        self.log(f"{stage}/loss", terms["loss"].detach(), prog_bar=True, batch_size=len(x),
-                 sync_dist=stage != "train")
-        self.log_dict(logged, batch_size=len(x), sync_dist=stage != "train")
+                extra[f"{stage}/neg_elbo"] = (terms["recon"] + terms["kl"]).detach()
+        self.log_terms(stage, terms, len(x), extra)
         return terms["loss"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -9,11 +9,12 @@ from torch import Tensor, nn
 
 from ..io import WeightsOnlyCheckpoint
 from .blocks import check_positive
+from .steps import StageSteps
 
 Batch = tuple[Tensor, Tensor]
 
 
-class PPCA(WeightsOnlyCheckpoint, LightningModule):
+class PPCA(WeightsOnlyCheckpoint, StageSteps, LightningModule):
     """x = W z + mu + eps, z ~ N(0, I_L), eps ~ N(0, sigma^2 I_D), fitted by maximum likelihood in closed form.
 
     With the eigen-decomposition S = U diag(lambda) U^T of the data covariance (eigenvalues descending), the
@@ -146,12 +147,6 @@ class PPCA(WeightsOnlyCheckpoint, LightningModule):
     def on_train_epoch_end(self) -> None:
         self._solve_if_pending()
         self.trainer.should_stop = True  # the solution is exact: more epochs would recompute the same one
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self.reconstruct(batch[0])

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..io import WeightsOnlyCheckpoint
 from .blocks import MLP, check_batch_shape, check_positive
 from .losses import standard_normal_log_prob
+from .steps import StageSteps
 
 Batch = tuple[Tensor, Tensor]
 
@@ -207,7 +208,7 @@ class RealNVPPrior(nn.Module):
         return self.flow.inverse(u.to(self.flow[0].mask.device))
 
 
-class RealNVP(WeightsOnlyCheckpoint, LightningModule):
+class RealNVP(WeightsOnlyCheckpoint, StageSteps, LightningModule):
     """RealNVP image flow trained by exact likelihood on dequantised 8-bit data (Dinh et al., 2017).
 
     Images x = n / 255 are dequantised to x' = (n + u) / 256, u ~ U[0, 1), then mapped to logit space
@@ -272,21 +273,10 @@ class RealNVP(WeightsOnlyCheckpoint, LightningModule):
         return self.from_logit(self.flow.inverse(z.to(self.device)))
 
     # --- Lightning ---
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
-
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
         x, _ = batch
         terms = self.loss(x)
-        logged = {f"{stage}/{name}": value.detach() for name, value in terms.items() if name != "loss"}
-        self.log(f"{stage}/loss", terms["loss"].detach(), prog_bar=True, batch_size=len(x), sync_dist=stage != "train")
-        self.log_dict(logged, batch_size=len(x), sync_dist=stage != "train")
+        self.log_terms(stage, terms, len(x))
         return terms["loss"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

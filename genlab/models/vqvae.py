@@ -16,6 +16,7 @@ from ..io import WeightsOnlyCheckpoint, load_checkpoint
 from .autoencoder import Autoencoder
 from .blocks import check_positive
 from .quantizer import VectorQuantizer
+from .steps import StageSteps
 
 
 class ResidualStack(nn.Sequential):
@@ -187,7 +188,7 @@ class PixelCNN(nn.Module):
         return self.head(h)
 
 
-class CodePrior(WeightsOnlyCheckpoint, LightningModule):
+class CodePrior(WeightsOnlyCheckpoint, StageSteps, LightningModule):
     """Autoregressive prior over the code grid of a trained, frozen `VQVAE` (the paper's second stage).
 
     Trains a `PixelCNN` by cross-entropy on the VQ-VAE's code indices of each batch; `nll` is in nats per image
@@ -251,15 +252,6 @@ class CodePrior(WeightsOnlyCheckpoint, LightningModule):
                 drawn = (probs.cumsum(1) < uniform[:, i, j, None]).sum(1)
                 indices[:, i, j] = drawn.clamp(max=probs.shape[1] - 1)
         return self.vqvae.decode_indices(indices)
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, _ = batch
