@@ -10,16 +10,16 @@ import typing
 import pytest
 from jsonargparse import ArgumentParser
 
-from genlab import cli, datamodules, models
+from genlab import cli, datamodules, models, names
 from genlab.models.flows import IAF_UPDATES
 from genlab.models.gan_losses import OBJECTIVES
 from genlab.models.losses import LIKELIHOODS
-from genlab.models.presets import CONDITIONS, FLOWS
+from genlab.models.presets import ARCHITECTURES, CONDITIONS, FLOWS, PRIORS
 
 CHOICES = {"likelihood": LIKELIHOODS, "condition": CONDITIONS, "flow": FLOWS, "iaf_update": IAF_UPDATES,
-           "objective": OBJECTIVES}  # str arguments whose values are checked in code, not by a Literal type
-CLASSES = [("model", getattr(models, name)) for name in cli.model_names()] + \
-          [("data", getattr(datamodules, name)) for name in cli.data_names()]
+           "objective": OBJECTIVES, "architecture": tuple(ARCHITECTURES), "prior": PRIORS}  # str arguments whose values are checked in code, not by a Literal type
+CLASSES = [("model", getattr(models, name)) for name in names.model_names()] + \
+          [("data", getattr(datamodules, name)) for name in names.data_names()]
 IDS = [cls.__name__ for _, cls in CLASSES]
 
 

@@ -1,5 +1,5 @@
-"""RealNVP: couplings invert and their log-dets are autograd's, the image flow's bits/dim is a true 8-bit bound,
-and the vector prior is a normalised density."""
+"""RealNVP: the model contract, couplings invert and their log-dets are autograd's, the image flow's bits/dim is a
+true 8-bit bound, and the vector prior is a normalised density."""
 
 import json
 import math
@@ -9,15 +9,22 @@ import torch
 from scipy.integrate import quad
 from torch.autograd.functional import jacobian
 
-from lightning import Trainer
-
 from genlab.cli import main
-from genlab.datamodules import FakeImages
+from genlab.models.protocols import ExactLikelihood, Sampler
 from genlab.models.realnvp import (MultiScaleFlow, RealNVP, RealNVPPrior, checkerboard_mask,
                                    channel_mask, image_coupling)
+from genlab.testing import ModelContract
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]
 TINY = dict(image_shape=(1, 8, 8), num_scales=2, hidden=8, num_blocks=1)
+
+
+class TestRealNVP(ModelContract):
+    protocols, temperature_spreads = (Sampler, ExactLikelihood), True
+    terms, logged = {"nll", "bpd"}, {"train/loss", "train/bpd", "val/nll", "val/bpd"}
+
+    def make_model(self):
+        return RealNVP(**TINY)
 
 
 def randomized(module: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
@@ -188,33 +195,6 @@ def test_cli_fit_then_test_reports_exact_bits_per_dim(tmp_path, capsys):
     assert 7.9 < metrics["exact_bpd"] < 9  # uniform 8-bit noise: no model codes it in under 8 bits/dim
     # the evaluator's bound and the model's own test/bpd agree up to their dequantisation noise
     assert abs(metrics["exact_bpd"] - float(cli.trainer.callback_metrics["test/bpd"])) < 0.01
-
-
-def tiny_trainer(tmp_path, **kwargs) -> Trainer:
-    return Trainer(default_root_dir=tmp_path, accelerator="cpu", max_epochs=1, limit_train_batches=3,
-                   limit_val_batches=1, num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
-                   enable_model_summary=False, enable_checkpointing=False, **kwargs)
-
-
-def test_bf16_mixed_fit_gives_finite_terms(tmp_path):
-    model = RealNVP(**TINY)
-    trainer = tiny_trainer(tmp_path, precision="bf16-mixed")
-    trainer.fit(model, datamodule=FakeImages((1, 8, 8), size=40, batch_size=8))
-    logged = {key: float(value) for key, value in trainer.callback_metrics.items()}
-    assert {"train/loss", "train/bpd", "val/loss", "val/nll", "val/bpd"} <= set(logged)
-    assert all(math.isfinite(value) for value in logged.values()), logged
-
-
-def test_checkpoint_round_trip_restores_identical_outputs(tmp_path):
-    model = RealNVP(**TINY)
-    trainer = tiny_trainer(tmp_path)
-    trainer.fit(model, datamodule=FakeImages((1, 8, 8), size=40, batch_size=8))
-    trainer.save_checkpoint(tmp_path / "model.ckpt")
-    restored = RealNVP.load_from_checkpoint(tmp_path / "model.ckpt")
-    x = torch.rand(3, 1, 8, 8)
-    assert torch.equal(model.log_likelihood(x), restored.log_likelihood(x))
-    assert torch.equal(model.sample(2, generator=torch.Generator().manual_seed(0)),
-                       restored.sample(2, generator=torch.Generator().manual_seed(0)))
 
 
 def test_prior_log_prob_takes_importance_sample_shapes():

@@ -1,10 +1,10 @@
 """Short real fits on the real data: the models learn, not just run. Skipped where the data is absent."""
 
 import pytest
-from lightning import Trainer
 
 from genlab.datamodules import MNIST
 from genlab.models import VAE
+from genlab.testing import quiet_trainer
 
 
 @pytest.fixture
@@ -15,8 +15,7 @@ def mnist(mnist_root):
 @pytest.mark.slow
 def test_vae_on_real_mnist_lowers_the_elbo_loss(mnist):
     model = VAE(latent_dim=16)
-    trainer = Trainer(max_steps=300, limit_val_batches=10, val_check_interval=150, accelerator="cpu",
-                      logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer(max_steps=300, limit_val_batches=10, val_check_interval=150)
     mnist.setup("fit")
     x, _ = mnist.val_batch(256)
     before = model.loss(x)["loss"].item()

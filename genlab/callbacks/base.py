@@ -6,7 +6,6 @@ anything with `val_batch(n) -> (x, y)`, so the same drawing code serves a traini
 """
 
 import importlib
-import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,7 +14,7 @@ from lightning import Callback, LightningModule, Trainer
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..models.protocols import LatentModel, Sampler
+from ..models.protocols import Conditional, LatentModel, Sampler
 from .figures import log_figure
 
 PROTOCOL_MEMBERS = {LatentModel: ("encode", "decode", "reconstruct", "latent_dim"), Sampler: ("sample",)}
@@ -37,14 +36,6 @@ def check_protocol(model: object, protocol: type, user: str) -> None:
                         f"{', '.join(missing) or 'the required members'}")
 
 
-def accepts(method: object, name: str) -> bool:
-    """Whether `method` takes an argument called `name`: how optional capabilities are discovered."""
-    try:
-        return name in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 @contextmanager
 def evaluating(model: object) -> Iterator[None]:
     """eval() and no_grad() for drawing, then every submodule's own train/eval mode back (a frozen part stays
@@ -58,16 +49,6 @@ def evaluating(model: object) -> Iterator[None]:
     finally:
         for module, training in modes:
             module.training = training
-
-
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Fixed global RNG state for code that draws its own noise (corrupt, posterior samples), without
-    disturbing the training run's random stream."""
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 class LoaderBatches:
@@ -104,10 +85,72 @@ def data_source(trainer: Trainer) -> object:
     return LoaderBatches(loaders)
 
 
+class SharedImages:
+    """The figure callbacks' images, shared by all of them in one run: the source's `val_batch` read once, at the
+    size the largest of them asks for (`images_needed`), moved to the model's device once an epoch, and encoded once
+    an epoch per size (`encoded`). Anything else (`class_names`, `val_factors`, ...) is the source's."""
+
+    def __init__(self, source: object, size: int) -> None:
+        self.source, self.size = source, size
+        self.host: tuple[Tensor, Tensor] | None = None
+        self.moved: tuple[Tensor, Tensor] | None = None  # the host batch on the model's device, this epoch
+        self.codes: dict[tuple, Tensor] = {}
+
+    def __getattr__(self, name: str) -> object:
+        if name == "source":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+    def val_batch(self, n: int) -> tuple[Tensor, Tensor]:
+        if self.host is None or len(self.host[0]) < n:  # the first n of a larger read: the same images
+            self.host, self.moved = self.source.val_batch(max(n, self.size)), None
+        return self.host[0][:n], self.host[1][:n]
+
+    def batch(self, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The first n images and labels on `device`."""
+        x, y = self.val_batch(n)
+        if self.moved is None or self.moved[0].device != torch.device(device) or len(self.moved[0]) < len(x):
+            self.moved = self.host[0].to(device), self.host[1].to(device)
+        return self.moved[0][:len(x)], self.moved[1][:len(x)]
+
+    def encoded(self, model: object, x: Tensor, y: Tensor) -> Tensor:
+        """`model.encode(x, y)`, computed once an epoch for the same slice of the shared batch."""
+        key = (id(model), x.data_ptr(), len(x), y.data_ptr(), x.device)
+        if key not in self.codes:
+            self.codes[key] = model.encode(x, y)
+        return self.codes[key]
+
+    def release(self) -> None:
+        """Forget this epoch's device copy and codes (the weights change before the next epoch's figures)."""
+        self.moved, self.codes = None, {}
+
+
+def shared_images(trainer: Trainer) -> SharedImages:
+    """The `SharedImages` of the trainer's figure callbacks: one already resolved by one of them, else a new one sized
+    for all of them."""
+    figures = [c for c in trainer.callbacks if isinstance(c, FigureCallback)]
+    found = next((c.source for c in figures if isinstance(c.source, SharedImages)), None)
+    if found is not None:
+        return found
+    size = max((c.images_needed() for c in figures), default=1)
+    return SharedImages(data_source(trainer), max(size, 1))
+
+
 def real_batch(data: object, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """`data.val_batch(n)` moved to the model's device."""
+    """`data.val_batch(n)` moved to the model's device (from the shared copy when `data` is `SharedImages`)."""
+    if isinstance(data, SharedImages):
+        return data.batch(n, device)
     x, y = data.val_batch(n)
     return x.to(device), y.to(device)
+
+
+def encoded(model: object, data: object, x: Tensor, y: Tensor) -> Tensor:
+    """`model.encode(x, y)` for images from `real_batch(data, ...)`: shared between callbacks within an epoch."""
+    return data.encoded(model, x, y) if isinstance(data, SharedImages) else model.encode(x, y)
+
+
+def last_figure_callback(trainer: Trainer) -> Callback | None:
+    return next((c for c in reversed(trainer.callbacks) if isinstance(c, FigureCallback)), None)
 
 
 def resolve_class(model_class: type | str) -> type:
@@ -121,9 +164,9 @@ def resolve_class(model_class: type | str) -> type:
 
 
 def condition_kind(model: object) -> str | None:
-    """How a model is conditioned (the `Conditional` protocol): "label", "image" or None (unconditional; also any
-    model that does not say)."""
-    return getattr(model, "condition_kind", None)
+    """How a model is conditioned (the `Conditional` protocol): "label", "image" or None (unconditional: a model
+    that is not `Conditional`, or a family member without a condition)."""
+    return model.condition_kind if isinstance(model, Conditional) else None
 
 
 def decode_condition(model: object, x: Tensor, y: Tensor) -> Tensor:
@@ -154,12 +197,19 @@ class FigureCallback(Callback):
         """Raise TypeError when `model` cannot be drawn by this callback."""
         check_protocol(model, self.requires, type(self).__name__)
 
+    def images_needed(self) -> int:
+        """How many validation images `make_figure` reads (0: none), so the shared batch is read once."""
+        return 0
+
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
+        if not trainer.is_global_zero:
             return
         if self.source is None:  # resolved once: later epochs reuse the same images
-            self.source = data_source(trainer)
-        log_figure(trainer, self.key, self.draw(pl_module, self.source))
+            self.source = shared_images(trainer)
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            log_figure(trainer, self.key, self.draw(pl_module, self.source))
+        if isinstance(self.source, SharedImages) and self is last_figure_callback(trainer):
+            self.source.release()
 
     def draw(self, model: LightningModule, data: object) -> Figure:
         """`make_figure` under eval() and no_grad(); usable without a Trainer."""

@@ -1,16 +1,19 @@
-"""`default_callbacks`: the figure callbacks a model can feed, for the CLI to add without being asked."""
+"""The callbacks the CLI adds without being asked: `default_callbacks` (the figures a model can feed) and
+`fit_callbacks` (those plus the guards that make a run stoppable and resumable)."""
 
 from lightning import Callback
 
-from ..models.protocols import CodebookModel, LatentModel, Sampler
+from ..models.protocols import CodebookModel, LatentModel, Sampler, SpatialLatent
 from .base import condition_kind
 from .codebook import CodebookProjection
+from .compile import Compile
 from .conditional import ConditionalGrid
 from .interpolation import LatentInterpolation
 from .latent_pca import LatentPCA
 from .latent_space_2d import LatentSpace2D
 from .loss_curves import LossCurves
 from .reconstructions import Reconstructions
+from .reliability import GracefulInterrupt, NonFiniteGuard, RandomState
 from .samples import SampleGrid
 from .traversal import LatentTraversal
 
@@ -18,13 +21,13 @@ from .traversal import LatentTraversal
 def default_callbacks(model: object, every_n_epochs: int = 1) -> list[Callback]:
     """Sampler -> SampleGrid; LatentModel -> Reconstructions, LatentInterpolation, LatentTraversal, LatentPCA
     (and LatentSpace2D when latent_dim == 2); always LossCurves. Models whose code is a spatial grid (a VQ-VAE's
-    `grid_shape`) get Reconstructions only, plus CodebookProjection when they expose a codebook; models with
-    `can_sample = False` no SampleGrid. Conditional models (a CVAE, a BaselineNN) get the same list plus
+    `grid_shape`, `SpatialLatent`) get Reconstructions only, plus CodebookProjection when they expose a codebook.
+    Conditional models (a CVAE, a BaselineNN) get the same list plus
     ConditionalGrid."""
     callbacks: list[Callback] = []
-    if isinstance(model, Sampler) and getattr(model, "can_sample", True):  # a VQ-VAE needs a CodePrior first
+    if isinstance(model, Sampler):  # a VQ-VAE is not one: its CodePrior is
         callbacks.append(SampleGrid(every_n_epochs=every_n_epochs))
-    if isinstance(model, LatentModel) and getattr(model, "grid_shape", None) is not None:
+    if isinstance(model, LatentModel) and isinstance(model, SpatialLatent):
         callbacks.append(Reconstructions(every_n_epochs=every_n_epochs))  # spatial codes: no vector-latent plots
         if isinstance(model, CodebookModel):
             callbacks.append(CodebookProjection(every_n_epochs=every_n_epochs))
@@ -38,3 +41,14 @@ def default_callbacks(model: object, every_n_epochs: int = 1) -> list[Callback]:
     if isinstance(model, Sampler) and condition_kind(model) is not None:
         callbacks.append(ConditionalGrid(every_n_epochs=every_n_epochs))
     return callbacks + [LossCurves()]
+
+
+def fit_callbacks(given: list[Callback], model: object, figures: bool = True, every_n_epochs: int = 1,
+                  non_finite_guard: bool = True, compile: bool = False) -> list[Callback]:
+    """`given` plus genlab's defaults for `fit`, each only where no callback of its class was given: Ctrl-C/SIGTERM
+    saving, per-epoch random state and the NaN/Inf guard first (the guard must run before a ModelCheckpoint could
+    save a non-finite step), then the figures and `Compile`."""
+    present = {type(callback) for callback in given}
+    guards = [GracefulInterrupt(), RandomState(), *([NonFiniteGuard()] if non_finite_guard else [])]
+    extra = [*(default_callbacks(model, every_n_epochs) if figures else []), *([Compile()] if compile else [])]
+    return [*(c for c in guards if type(c) not in present), *given, *(c for c in extra if type(c) not in present)]

@@ -9,14 +9,15 @@ Applicability is read from the protocol (genlab.models.protocols), never from th
   (binary, 8-bit or continuous): a Bernoulli likelihood on non-binary images gives a cross-entropy, reported as
   `bce` (with `posterior_kl`) and no likelihood, with the reason in the protocol notes. `neg_elbo` here (k draws
   on the likelihood images) replaces the test loop's one-draw `test/neg_elbo` in the logs;
-- a latent code (`LatentModel`, latent_dim > 0) with a likelihood: `active_units` and, where the model has
-  `kl_per_dim`, the KL of every dimension (in the JSON file);
-- `reconstruct`: `recon_mse`, `psnr`, `ssim`;
-- `sample` (and `can_sample` not False), given a feature network: `fid`, `kid`, `kid_std` between
+- a latent code (`LatentModel`, latent_dim > 0) with a likelihood: `active_units` and, for a `KLPerDimension`
+  model with `has_kl_per_dim`, the KL of every dimension (in the JSON file);
+- `reconstruct` (`LatentModel`): `recon_mse`, `psnr`, `ssim`;
+- an unconditional `Sampler`, given a feature network: `fid`, `kid`, `kid_std` between
   `num_fid_samples` generated and as many test images on Inception features; on the features of a genlab
   `Classifier` the same distances are not comparable with published FID/KID and are named `fd_classifier`,
   `kd_classifier`, `kd_classifier_std`;
-- a datamodule with known generative `factors(split)` (Shapes): `mig` on the test split.
+- an `Encoder` with latent_dim >= 2 and a datamodule with known generative `factors(split)` (Shapes): `mig` on
+  the test split.
 """
 
 import json
@@ -30,9 +31,10 @@ from torch import Tensor
 from ..metrics import (FeatureNetwork, InceptionFeatures, ReconstructionMetrics, SampleDistances, active_units,
                        evaluate_likelihood, likelihood_method, mutual_information_gap)
 from ..metrics.likelihood import likelihood_support
-from ..models.classifier import Classifier
 from ..models.losses import data_support, support_covers
-from ..models.protocols import LatentModel, Sampler
+from ..models.protocols import (Encoder, FeatureExtractor, KLPerDimension, LatentModel, LikelihoodSupport, LossModel,
+                                Sampler)
+from .base import condition_kind, resolve_class
 
 Batch = tuple[Tensor, Tensor]
 
@@ -65,6 +67,8 @@ class TestMetrics(Callback):
         classifier_checkpoint: a `Classifier` checkpoint trained on the same dataset, whose penultimate layer gives
             the features of `fd_classifier`/`kd_classifier` (not comparable with published FID/KID); without it
             and without `inception_weights`, the sample distances are skipped with a note saying how to get them.
+        classifier_class: import path of the class `classifier_checkpoint` holds, a `FeatureExtractor`
+            (`features(x)`, `feature_dim`).
         num_fid_samples: generated images (and as many test images) for FID/KID; 0 skips them.
         kid_subset_size: KID subset size (at most half the smaller image set, so the 100 subsets differ).
         data_type: what the test images are: "auto" (read from the images: "binary", "8bit" or "continuous"),
@@ -81,7 +85,8 @@ class TestMetrics(Callback):
     def __init__(self, num_importance_samples: int = 100, chunk_size: int = 50,
                  max_likelihood_images: int | None = 2000, classifier_checkpoint: str | None = None,
                  inception_weights: str | None = None, num_fid_samples: int = 1000, kid_subset_size: int = 1000,
-                 data_type: str = "auto", mig_bins: int = 20, seed: int = 0, save_dir: str | None = None) -> None:
+                 data_type: str = "auto", mig_bins: int = 20, seed: int = 0, save_dir: str | None = None,
+                 classifier_class: str = "genlab.models.Classifier") -> None:
         if data_type not in ("auto", "binary", "8bit"):
             raise ValueError(f"data_type={data_type!r} is unknown; choose one of auto, binary, 8bit")
         if num_importance_samples < 1 or chunk_size < 1 or num_fid_samples < 0 or mig_bins < 2:
@@ -89,6 +94,7 @@ class TestMetrics(Callback):
                              f">= 1, num_fid_samples={num_fid_samples} >= 0 and mig_bins={mig_bins} >= 2")
         self.num_importance_samples, self.chunk_size = num_importance_samples, chunk_size
         self.max_likelihood_images, self.classifier_checkpoint = max_likelihood_images, classifier_checkpoint
+        self.classifier_class = classifier_class
         self.inception_weights = inception_weights
         self.num_fid_samples, self.kid_subset_size = num_fid_samples, kid_subset_size
         self.data_type, self.mig_bins, self.seed, self.save_dir = data_type, mig_bins, seed, save_dir
@@ -103,8 +109,11 @@ class TestMetrics(Callback):
         if stage != "test" or self._feature is not None:
             return
         if self.classifier_checkpoint is not None:
-            classifier = Classifier.load_from_checkpoint(self.classifier_checkpoint, map_location="cpu",
-                                                        weights_only=True).eval()
+            classifier = resolve_class(self.classifier_class).load_from_checkpoint(
+                self.classifier_checkpoint, map_location="cpu", weights_only=True).eval()
+            if not isinstance(classifier, FeatureExtractor):
+                raise TypeError(f"classifier_class={self.classifier_class!r} is not a FeatureExtractor: it needs "
+                                f"features(x) and feature_dim")
             for parameter in classifier.parameters():
                 parameter.requires_grad_(False)
             self._feature = FeatureNetwork(classifier, classifier.feature_dim)
@@ -160,7 +169,8 @@ class TestMetrics(Callback):
         if method is None:
             return
         data_type, support = self._data_type(batches), likelihood_support(model)
-        self.protocol.update(data_type=data_type, likelihood=getattr(model, "likelihood_description", support))
+        description = model.likelihood_description if isinstance(model, LikelihoodSupport) else support
+        self.protocol.update(data_type=data_type, likelihood=description)
         if not support_covers(support, data_type):
             self.protocol["notes"].append(f"iwae_nll/neg_elbo refused: {REFUSED[support]}")
             self._term_names = {"recon": "bce", "kl": "posterior_kl"} if support == "binary" else {}
@@ -184,7 +194,7 @@ class TestMetrics(Callback):
         latent = isinstance(model, LatentModel) and model.latent_dim > 0 and likelihood_method(model) is not None
         reconstructs = isinstance(model, LatentModel)
         names = self._term_names if likelihood_method(model) == "iwae" else {}
-        terms = bool(names) and callable(getattr(model, "loss", None))
+        terms = bool(names) and isinstance(model, LossModel)
         if not (latent or reconstructs or terms):
             return
         recon = ReconstructionMetrics(tuple(batches[0][0].shape[1:])) if reconstructs else None
@@ -217,16 +227,13 @@ class TestMetrics(Callback):
 
     @staticmethod
     def _kl_per_dim(model: LightningModule, x: Tensor, y: Tensor) -> Tensor | None:
-        if not callable(getattr(model, "kl_per_dim", None)):
+        if not (isinstance(model, KLPerDimension) and model.has_kl_per_dim):
             return None
-        try:
-            return model.kl_per_dim(x, y).double().cpu()
-        except TypeError:  # a family member without a KL term
-            return None
+        return model.kl_per_dim(x, y).double().cpu()
 
     def _mig(self, trainer: Trainer, model: LightningModule, batches: list[Batch]) -> None:
         factors = getattr(trainer.datamodule, "factors", None)
-        if not callable(factors) or not callable(getattr(model, "encode", None)) or getattr(model, "latent_dim", 0) < 2:
+        if not callable(factors) or not isinstance(model, Encoder) or model.latent_dim < 2:
             return
         values = factors("test")
         if len(values) != self.protocol["test_images"]:
@@ -240,7 +247,10 @@ class TestMetrics(Callback):
         self.protocol["mig"] = {"bins": self.mig_bins, "factors": list(getattr(trainer.datamodule, "factor_names", []))}
 
     def _sample_quality(self, model: LightningModule, batches: list[Batch]) -> None:
-        if self.num_fid_samples == 0 or not isinstance(model, Sampler) or not getattr(model, "can_sample", True):
+        if self.num_fid_samples == 0 or not isinstance(model, Sampler):
+            return
+        if condition_kind(model) is not None:
+            self.protocol["notes"].append("FID/KID skipped: a conditional model samples under a condition")
             return
         try:
             distances = SampleDistances(self._feature, self.kid_subset_size)
@@ -260,12 +270,7 @@ class TestMetrics(Callback):
         generated = 0
         while generated < real:
             n = min(len(batches[0][0]), real - generated)
-            try:
-                samples = model.sample(n, generator=generator)
-            except (ValueError, TypeError) as error:  # conditional models need a condition
-                self.protocol["notes"].append(f"FID/KID skipped: sample() failed ({error})")
-                return
-            distances.update(samples, real=False)
+            distances.update(model.sample(n, generator=generator), real=False)
             generated += n
         inception = isinstance(self._feature, InceptionFeatures)
         names = {} if inception else CLASSIFIER_NAMES  # our Classifier's features: not FID/KID

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
 from ..models.protocols import LatentModel, Sampler
-from .base import accepts, condition_kind, decode_condition, evaluating
+from .base import condition_kind, decode_condition, evaluating
 from .figures import grid_figure, stack_rows
 
 
@@ -25,7 +25,7 @@ class PredictionWriter(BasePredictionWriter):
 
     Args:
         num_samples: samples to draw; 0 draws none.
-        temperature: scale of the prior's standard deviation for models whose `sample` takes one.
+        temperature: scale of the prior's standard deviation (every `Sampler` takes one).
         seed: seed of the sampling noise.
         labels: class labels to sample under (label-conditioned models), cycled over `num_samples`.
         out_dir: the folder; None: `<run folder>/predictions`.
@@ -77,7 +77,7 @@ class PredictionWriter(BasePredictionWriter):
             written.append(save(folder / f"codes{suffix}.pt", {"codes": codes, "labels": labels}))
             np.save(folder / f"codes{suffix}.npy", codes.numpy())
             np.save(folder / f"labels{suffix}.npy", labels.numpy())
-        if self.num_samples and isinstance(pl_module, Sampler) and getattr(pl_module, "can_sample", True):
+        if self.num_samples and isinstance(pl_module, Sampler):
             with evaluating(pl_module):
                 samples = self.draw(pl_module, trainer).float().cpu()
             written.append(save(folder / f"samples{suffix}.pt", samples))
@@ -98,8 +98,7 @@ class PredictionWriter(BasePredictionWriter):
             x = torch.cat(self.parts["inputs"]).to(model.device)
             picks = torch.arange(self.num_samples) % len(x)
             y = decode_condition(model, x[picks], None)
-        options = {"temperature": self.temperature} if accepts(model.sample, "temperature") else {}
-        return model.sample(self.num_samples, y, generator=generator, **options)
+        return model.sample(self.num_samples, y, generator=generator, temperature=self.temperature)
 
 
 def save(path: Path, value: object) -> Path:

@@ -9,15 +9,15 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..models.protocols import LatentModel, Sampler
-from .base import FigureCallback, accepts, check_protocol, decode_condition, real_batch
+from .base import FigureCallback, check_protocol, condition_kind, decode_condition, real_batch
 from .figures import grid_size, new_figure, show_grid
 
 
 class SampleGrid(FigureCallback):
     """A square grid of `num_samples` samples per temperature, side by side.
 
-    `temperatures` scale the prior's standard deviation (models whose `sample` takes `temperature`, e.g. every
-    autoencoder): `(1.0, 20**0.5)` shows the usual samples next to draws from a prior with 20x the variance.
+    `temperatures` scale the prior's standard deviation (every `Sampler` takes a `temperature`): `(1.0, 20**0.5)`
+    shows the usual samples next to draws from a prior with 20x the variance.
 
     Args:
         around: index of a validation image; when given, the codes are its posterior mean plus `radius` times the
@@ -40,21 +40,18 @@ class SampleGrid(FigureCallback):
         super().check(model)
         if self.around is not None:
             check_protocol(model, LatentModel, "SampleGrid(around=...)")
-        takes_temperature = accepts(model.sample, "temperature")
-        if self.temperatures != (1.0,) and not takes_temperature:
-            raise TypeError(f"SampleGrid(temperatures={self.temperatures}) needs sample(..., temperature=); "
-                            f"{type(model).__name__}.sample has no temperature argument")
+
+    def images_needed(self) -> int:
+        return max(self.num_samples, 0 if self.around is None else self.around + 1)
 
     def conditions(self, model: LightningModule, data: object) -> Tensor | None:
-        """None for unconditional models; for conditional ones (whose sample(1) raises ValueError without y), the
-        decode conditions of `num_samples` validation images."""
-        try:
-            model.sample(1, generator=torch.Generator().manual_seed(self.seed))
+        """None for unconditional models; for conditional ones (`condition_kind` not None), the decode conditions
+        of `num_samples` validation images."""
+        if condition_kind(model) is None:
             return None
-        except ValueError:
-            x, y = real_batch(data, self.num_samples, model.device)
-            c = decode_condition(model, x, y)
-            return c[torch.arange(self.num_samples, device=c.device) % len(c)]  # a small val set: reuse them
+        x, y = real_batch(data, self.num_samples, model.device)
+        c = decode_condition(model, x, y)
+        return c[torch.arange(self.num_samples, device=c.device) % len(c)]  # a small val set: reuse them
 
     def make_figure(self, model: LightningModule, data: object) -> Figure:
         ncol = math.ceil(math.sqrt(self.num_samples))
@@ -65,8 +62,7 @@ class SampleGrid(FigureCallback):
             if self.around is not None:
                 panels.append(self.region(model, data, temperature, generator))
                 continue
-            kwargs = {} if self.temperatures == (1.0,) else {"temperature": temperature}
-            panels.append(model.sample(self.num_samples, y, generator=generator, **kwargs))
+            panels.append(model.sample(self.num_samples, y, generator=generator, temperature=temperature))
         width, height = grid_size(panels[0], ncol)
         fig = new_figure(width * len(panels), height)
         for ax, temperature, images in zip(fig.subplots(1, len(panels), squeeze=False)[0], self.temperatures, panels):

@@ -5,25 +5,24 @@ from lightning import LightningModule
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..models.protocols import LatentModel
-from .base import FigureCallback, accepts, decode_condition, real_batch
+from ..models.protocols import KLPerDimension, LatentModel
+from .base import FigureCallback, decode_condition, encoded, real_batch
 from .figures import grid_figure
 
 
-def rank_dimensions(model: LatentModel, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor, str]:
+def rank_dimensions(model: LatentModel, x: Tensor, y: Tensor | None = None,
+                    codes: Tensor | None = None) -> tuple[Tensor, Tensor, str]:
     """Latent dimensions, most informative first: (order, score per dimension, score name).
 
-    Uses the model's optional `kl_per_dim(x[, y]) -> (latent_dim,)` (a VAE's KL per dimension: ~0 for dimensions
-    the posterior collapsed onto the prior); without it, or when it raises TypeError (a model with no KL term, such
-    as a plain autoencoder), the variance of the codes over the batch.
+    A `KLPerDimension` model with `has_kl_per_dim` is ranked by its KL per dimension (~0 for dimensions the
+    posterior collapsed onto the prior); any other (a plain autoencoder, a VQ-VAE, a learned prior) by the variance
+    of its codes over the batch (`codes`, when given, are `model.encode(x, y)` already computed).
     """
-    if hasattr(model, "kl_per_dim"):
-        try:
-            kl = model.kl_per_dim(x, y=y) if accepts(model.kl_per_dim, "y") else model.kl_per_dim(x)
-            return torch.argsort(kl.float().cpu(), descending=True), kl.float().cpu(), "KL"
-        except TypeError:
-            pass
-    scores, name = model.encode(x, y).float().var(dim=0).cpu(), "var"
+    if isinstance(model, KLPerDimension) and model.has_kl_per_dim:
+        kl = model.kl_per_dim(x, y).float().cpu()
+        return torch.argsort(kl, descending=True), kl, "KL"
+    codes = model.encode(x, y) if codes is None else codes
+    scores, name = codes.float().var(dim=0).cpu(), "var"
     return torch.argsort(scores, descending=True), scores, name
 
 
@@ -61,6 +60,9 @@ class LatentTraversal(FigureCallback):
         self.num_dims, self.span, self.steps, self.num_images = num_dims, span, steps, num_images
         self.dims, self.start = dims, start
 
+    def images_needed(self) -> int:
+        return max(self.num_images, self.start + 1)
+
     def chosen_dims(self, order: Tensor, latent_dim: int) -> list[int]:
         if self.dims == "ranked":
             return order[: self.num_dims].tolist()
@@ -75,7 +77,10 @@ class LatentTraversal(FigureCallback):
         x, y = real_batch(data, max(self.num_images, self.start + 1), model.device)
         if self.start >= len(x):
             raise ValueError(f"start={self.start} but the data has only {len(x)} images")
-        order, scores, score_name = rank_dimensions(model, x, y)
+        factors = hasattr(data, "factor_names") and hasattr(data, "val_factors")
+        kl_ranked = isinstance(model, KLPerDimension) and model.has_kl_per_dim
+        codes = encoded(model, data, x, y) if factors or not kl_ranked else None  # encoded once for both uses
+        order, scores, score_name = rank_dimensions(model, x, y, codes)
         dims = self.chosen_dims(order, model.latent_dim)
         first = slice(self.start, self.start + 1)
         base = model.encode(x[first], y[first])  # (1, D): the image every row starts from
@@ -86,8 +91,8 @@ class LatentTraversal(FigureCallback):
         c = decode_condition(model, x[first], y[first])  # the start image's condition, for conditional models
         images = model.decode(z.flatten(0, 1), c.repeat_interleave(z.shape[0] * z.shape[1], dim=0))
         labels = [f"z{d} {score_name} {scores[d]:.2f}" for d in dims]
-        if hasattr(data, "factor_names") and hasattr(data, "val_factors"):
-            corr = factor_correlations(model.encode(x, y), data.val_factors(len(x)))[dims]
+        if factors:
+            corr = factor_correlations(codes, data.val_factors(len(x)))[dims]
             best = corr.argmax(dim=1)
             labels = [f"{label} ~ {data.factor_names[f]} (|r| {corr[i, f]:.2f})"
                       for i, (label, f) in enumerate(zip(labels, best.tolist()))]

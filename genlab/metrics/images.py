@@ -18,6 +18,7 @@ from torchmetrics import MeanSquaredError
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from ..errors import GenlabError
+from ..models.protocols import FeatureExtractor
 
 INCEPTION_HELP = ("Inception FID/KID needs the Inception-v3 weights as a local file: download pytorch-fid's "
                   "pt_inception-2015-12-05-6726825d.pth (the TF FID weights, https://github.com/mseitzer/pytorch-fid/"
@@ -52,16 +53,15 @@ class ReconstructionMetrics:
 
 
 class FeatureNetwork(nn.Module):
-    """Wraps a network with `features(x) -> (B, num_features)` (e.g. `Classifier`) as torchmetrics' custom
-    feature extractor; `features` defaults to the network's forward."""
+    """Wraps a network as torchmetrics' custom feature extractor: a `FeatureExtractor` (e.g. `Classifier`) by its
+    `features(x) -> (B, num_features)`, any other network by its forward."""
 
     def __init__(self, network: nn.Module, num_features: int) -> None:
         super().__init__()
         self.network, self.num_features = network, num_features
 
     def forward(self, x: Tensor) -> Tensor:
-        features = getattr(self.network, "features", self.network)
-        return features(x)
+        return self.network.features(x) if isinstance(self.network, FeatureExtractor) else self.network(x)
 
 
 def frechet_distance(real: Tensor, fake: Tensor) -> float:

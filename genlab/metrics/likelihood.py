@@ -19,7 +19,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from ..models.protocols import LikelihoodModel
+from ..models.protocols import ExactLikelihood, LikelihoodModel, LikelihoodSupport
 
 Batch = tuple[Tensor, Tensor]
 
@@ -38,16 +38,16 @@ def bits_per_dim(nll_nats: Tensor | float, dims: int) -> Tensor | float:
 
 def likelihood_support(model: object) -> str:
     """Data the model's likelihood is normalised for: its `likelihood_support` ("binary", "8bit", "continuous"),
-    "continuous" (a density) when it does not say."""
-    return getattr(model, "likelihood_support", "continuous")
+    "continuous" (a density) when it does not say (it is not a `LikelihoodSupport`)."""
+    return model.likelihood_support if isinstance(model, LikelihoodSupport) else "continuous"
 
 
 def likelihood_method(model: object) -> str | None:
-    """"exact" (the model has `log_likelihood(x)`, e.g. PPCA), "iwae" (a LikelihoodModel with an encoder and a
-    likelihood) or None (no likelihood: AE, VQ-VAE, GAN)."""
-    if callable(getattr(model, "log_likelihood", None)):
+    """"exact" (an `ExactLikelihood`, e.g. PPCA), "iwae" (a `LikelihoodModel` with `has_likelihood`: an encoder
+    and a likelihood) or None (no likelihood: AE, VQ-VAE, GAN)."""
+    if isinstance(model, ExactLikelihood):
         return "exact"
-    if isinstance(model, LikelihoodModel) and getattr(model, "has_likelihood", True):
+    if isinstance(model, LikelihoodModel) and model.has_likelihood:
         return "iwae"
     return None
 
@@ -89,7 +89,8 @@ def evaluate_likelihood(model: object, batches: Iterable[Batch], num_samples: in
         raise ValueError("discrete=True (a pmf over 8-bit levels) and dequantized=True (a density) exclude each other")
     if method is None:
         raise TypeError(f"{type(model).__name__} has no likelihood: it needs log_likelihood(x) or "
-                        "log_importance_weights(x, y, num_samples) (genlab.models.protocols.LikelihoodModel)")
+                        "log_importance_weights(x, y, num_samples) (genlab.models.protocols.ExactLikelihood, "
+                        "LikelihoodModel)")
     generator = torch.Generator().manual_seed(seed)  # the same draws (and dequantisation noise) on every run
     device = getattr(model, "device", torch.device("cpu"))
     log_px, elbo, dims = [], [], None

@@ -1,24 +1,26 @@
-"""`Autoencoder`: the one training loop for every encoder -> bottleneck -> decoder model."""
+"""`EncoderDecoder`: the one training loop for every encoder -> bottleneck -> decoder model, and `Autoencoder`, the
+same with a prior to sample from."""
 
 from collections.abc import Sequence
 
 import math
 
 import torch
-from lightning import LightningModule
 from torch import Tensor, nn
 
-from ..io import WeightsOnlyCheckpoint
 from .blocks import check_batch_shape
+from .bottlenecks import Bottleneck
 from .losses import (SUPPORT, check_likelihood, data_support, likelihood_mean, support_covers,
-                     reconstruction_nll_per_image, standard_normal_log_prob)
-from .steps import StageSteps
+                     reconstruction_nll_per_image)
+from .module import GenerativeModule
 
 Batch = tuple[Tensor, Tensor]
 
 
-class Autoencoder(WeightsOnlyCheckpoint, StageSteps, LightningModule):
+class EncoderDecoder(GenerativeModule):
     """Encoder -> bottleneck -> decoder, trained on the reconstruction term plus the bottleneck's weighted terms.
+    It has no `sample`: a model whose bottleneck has a prior is an `Autoencoder`; a VQ-VAE, whose codes have none
+    until a `CodePrior` is fitted, is not a sampler.
 
     `loss(x)` returns the named, unweighted terms in nats per image (summed over data or latent dimensions,
     averaged over the batch) and their weighted sum under "loss", the optimised objective. `recon` is -log p(x|z)
@@ -32,7 +34,8 @@ class Autoencoder(WeightsOnlyCheckpoint, StageSteps, LightningModule):
 
     Args:
         encoder: network images (B, C, H, W) -> features (B, bottleneck.in_features); `net(x, c)` if conditional.
-        bottleneck: features -> (z, named terms), e.g. `GaussianBottleneck` (VAE) or `IdentityBottleneck` (AE).
+        bottleneck: a `Bottleneck`, features -> (z, named terms), e.g. `GaussianBottleneck` (VAE) or
+            `IdentityBottleneck` (AE).
         decoder: network z (B, latent_dim) -> likelihood parameters (B, output_channels, H, W).
         image_shape: (C, H, W) of the data, checked against every batch; the CLI links it from the datamodule.
         likelihood: p(x|z), one of `losses.LIKELIHOODS`: "bernoulli" (binary data; a cross-entropy on grey) |
@@ -44,7 +47,8 @@ class Autoencoder(WeightsOnlyCheckpoint, StageSteps, LightningModule):
             A conditioner of kind "image" (the quarter CVAE) gives part of x: only the rest is scored, so `recon`
             and the likelihood are -log p(x_unseen | z, x_given) (Sohn et al., 2015).
         corruption: optional `forward(x, generator) -> x_tilde` applied to the encoder's input in `loss`; the
-            target stays the clean x (denoising autoencoder).
+            target stays the clean x. With one the model is a `Denoiser` (protocols); without, `corruption` is
+            None and it is not.
         latent_dim: dimension of the latent code z.
         hidden: widths of the fully connected encoder's hidden layers; the decoder uses them reversed.
         widths: channels of the conv layers, one halving of H and W each; the decoder mirrors them.
@@ -62,7 +66,7 @@ class Autoencoder(WeightsOnlyCheckpoint, StageSteps, LightningModule):
         num_classes: number of classes for condition "label"; the CLI links it from the datamodule.
     """
 
-    def __init__(self, encoder: nn.Module, bottleneck: nn.Module, decoder: nn.Module,
+    def __init__(self, encoder: nn.Module, bottleneck: Bottleneck, decoder: nn.Module,
                  image_shape: Sequence[int], likelihood: str = "bernoulli", sigma: float = 1.0,
                  lr: float = 1e-3, conditioner: nn.Module | None = None, corruption: nn.Module | None = None) -> None:
         super().__init__()
@@ -93,7 +97,7 @@ class Autoencoder(WeightsOnlyCheckpoint, StageSteps, LightningModule):
         return None if self.conditioner is None else self.conditioner(x, y)
 
     def corrupt(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """The encoder's training input: x itself, or its corrupted version for a denoising model."""
+        """The encoder's training input: x itself, or `corruption(x)` for a denoising model."""
         return x if self.corruption is None else self.corruption(x, generator)
 
     def _encode_features(self, x: Tensor, c: Tensor | None) -> Tensor:
@@ -128,26 +132,19 @@ class Autoencoder(WeightsOnlyCheckpoint, StageSteps, LightningModule):
         """decode(encode(x)); with `stochastic=True`, decodes a fresh draw z ~ q(z|x) instead of its mean, so
         repeated calls show the posterior's spread (the same image for deterministic bottlenecks: AE, VQ)."""
         h, c = self._features(x, y)
-        if stochastic and hasattr(self.bottleneck, "sample_posterior"):
-            z = self.bottleneck.sample_posterior(h, generator)
-        else:
-            z = self.bottleneck.encode(h)
+        z = self.bottleneck.sample_posterior(h, generator) if stochastic else self.bottleneck.encode(h)
         return self._complete(self._mean(self._decode_logits(z, c)), x)
 
-    @torch.no_grad()
-    def sample(self, num_samples: int, y: Tensor | None = None, generator: torch.Generator | None = None,
-               temperature: float = 1.0) -> Tensor:
-        """Decode draws from the prior, its standard deviation scaled by `temperature` (20x variance: sqrt(20)).
-
-        Conditional models need y: 1 condition (all samples share it) or `num_samples` of them.
-        """
-        z = self.bottleneck.sample_prior(num_samples, generator, temperature)  # CPU noise: same grid on any device
-        return self.decode(z.to(self.device), y)
+    @property
+    def has_kl_per_dim(self) -> bool:
+        """Whether `kl_per_dim` applies (genlab.models.protocols.KLPerDimension): the bottleneck says."""
+        return self.bottleneck.has_kl_per_dim
 
     def kl_per_dim(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Batch-mean KL of each latent dimension, (latent_dim,): e.g. to order traversal rows."""
-        if not hasattr(self.bottleneck, "kl_per_dim"):
-            raise TypeError(f"{type(self).__name__} has a {type(self.bottleneck).__name__}, which has no KL term")
+        if not self.has_kl_per_dim:
+            raise TypeError(f"{type(self).__name__} has a {type(self.bottleneck).__name__}, which has no KL term "
+                            f"per latent dimension")
         return self.bottleneck.kl_per_dim(self._features(x, y)[0])
 
     # --- likelihood (genlab.models.protocols.LikelihoodModel) ---
@@ -187,7 +184,7 @@ class Autoencoder(WeightsOnlyCheckpoint, StageSteps, LightningModule):
     @property
     def has_likelihood(self) -> bool:
         """Whether `log_importance_weights` applies: a stochastic bottleneck with a density q(z|x) (VAE, flow VAE)."""
-        return hasattr(self.bottleneck, "sample_with_log_prob")
+        return self.bottleneck.has_density
 
     def log_importance_weights(self, x: Tensor, y: Tensor | None = None, num_samples: int = 1,
                                generator: torch.Generator | None = None) -> Tensor:
@@ -207,14 +204,12 @@ class Autoencoder(WeightsOnlyCheckpoint, StageSteps, LightningModule):
         logits = self._decode_logits(z.reshape(k * batch, -1), flat_c)
         targets = x.expand(k, *x.shape).reshape(k * batch, *x.shape[1:])
         log_px_z = -self._nll_per_image(logits, targets).reshape(k, batch)
-        return log_px_z + standard_normal_log_prob(z) - log_q
+        return log_px_z + self.bottleneck.prior_log_prob(z) - log_q
 
     # --- the objective ---
     def term_weights(self) -> dict[str, float]:
         """Weight of each objective term now: scheduled by `global_step` while training (so resuming restores the
         schedule), the final values in evaluation so that val/loss is comparable between epochs."""
-        if not hasattr(self.bottleneck, "weights_at"):
-            return dict(self.bottleneck.weights)
         return self.bottleneck.weights_at(self.global_step if self.training else None)
 
     def loss(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
@@ -230,7 +225,7 @@ class Autoencoder(WeightsOnlyCheckpoint, StageSteps, LightningModule):
         c = self.condition(x, y)
         h = self._encode_features(self.corrupt(x), c)
         z, terms = self.bottleneck(h)
-        both = reconstruct and self.corruption is None and getattr(self.bottleneck, "stochastic", True)
+        both = reconstruct and self.corruption is None and self.bottleneck.stochastic
         if both:
             z = torch.cat([z, self.bottleneck.encode(h).to(z.dtype)])
             c = None if c is None else torch.cat([c, c])
@@ -254,20 +249,34 @@ class Autoencoder(WeightsOnlyCheckpoint, StageSteps, LightningModule):
 
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
         """One forward pass; its terms logged as `<stage>/<term>` (tensors: no host sync), in evaluation with the
-        per-pixel `mse` of the deterministic reconstruction and `neg_elbo`, in training with `kl_weight`."""
+        per-pixel `mse` of the deterministic reconstruction and `neg_elbo`, in training with the `kl_weight` used."""
         x, y = batch
         weights = self.term_weights()  # the schedule, evaluated once per step
         evaluating = stage != "train"
         terms, images = self._objective(x, y, weights, reconstruct=evaluating)
         extra = {}
+        if not evaluating and self.bottleneck.kl_term is not None:
+            extra["train/kl_weight"] = weights[self.bottleneck.kl_term]
         if evaluating:  # the per-pixel MSE courses quote, of the images `reconstruct` returns
             extra[f"{stage}/mse"] = (images.detach() - x).pow(2).mean()
             if "kl" in terms and support_covers(self.likelihood_support, data_support(x)):
                 extra[f"{stage}/neg_elbo"] = (terms["recon"] + terms["kl"]).detach()
         self.log_terms(stage, terms, len(x), extra)
-        if not evaluating and hasattr(self.bottleneck, "kl_term"):
-            self.log("train/kl_weight", weights[self.bottleneck.kl_term], batch_size=len(x))
         return terms["loss"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+class Autoencoder(EncoderDecoder):
+    """`EncoderDecoder` whose bottleneck has a prior (N(0, I), nominal for an AE, or a learned one): a `Sampler`."""
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, y: Tensor | None = None, generator: torch.Generator | None = None,
+               temperature: float = 1.0) -> Tensor:
+        """Decode draws from the prior, its standard deviation scaled by `temperature` (20x variance: sqrt(20)).
+
+        Conditional models need y: 1 condition (all samples share it) or `num_samples` of them.
+        """
+        z = self.bottleneck.sample_prior(num_samples, generator, temperature)  # CPU noise: same grid on any device
+        return self.decode(z.to(self.device), y)

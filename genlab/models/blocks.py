@@ -27,6 +27,12 @@ def check_positive(**values: int | Sequence[int]) -> None:
             raise ValueError(f"{name}={value!r} is invalid; it must be a positive integer or a non-empty list of them")
 
 
+def check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    """Raise a ValueError naming `value` and the `allowed` ones when a string setting is not one of them."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is unknown; choose one of {tuple(allowed)}")
+
+
 def check_batch_shape(model: object, x: Tensor) -> None:
     """Raise a ValueError when a batch x (B, C, H, W) is not of the `image_shape` the model was built for, or is not
     finite float images in [0, 1] (`check_images`)."""
@@ -56,8 +62,26 @@ def conv_sizes(height: int, width: int, depth: int) -> list[tuple[int, int]]:
     return sizes
 
 
+def even_sizes(sizes: Sequence[tuple[int, int]]) -> list[int]:
+    """Heights of the feature maps among `sizes` with H and W even: where a self-attention block may go."""
+    return [h for h, w in sizes if h % 2 == 0 == w % 2]
+
+
+def norm_activation(channels: int, batch_norm: bool, activation: str) -> list[nn.Module]:
+    """[BatchNorm2d, activation], or the activation alone without batch norm."""
+    return [*([nn.BatchNorm2d(channels)] if batch_norm else []), make_activation(activation)]
+
+
 def _conv_block(conv: nn.Module, channels: int, batch_norm: bool, activation: str) -> list[nn.Module]:
-    return [conv, *([nn.BatchNorm2d(channels)] if batch_norm else []), make_activation(activation)]
+    return [conv, *norm_activation(channels, batch_norm, activation)]
+
+
+def upsampling_conv(in_channels: int, out_channels: int, size_in: tuple[int, int],
+                    size_out: tuple[int, int]) -> nn.ConvTranspose2d:
+    """Stride-2 transposed conv 3x3 from `size_in` to exactly `size_out` (H, W): its `output_padding` (0 or 1)
+    undoes the rounding up of a stride-2 conv (`conv_sizes`)."""
+    padding = (size_out[0] - (2 * size_in[0] - 1), size_out[1] - (2 * size_in[1] - 1))
+    return nn.ConvTranspose2d(in_channels, out_channels, 3, 2, 1, output_padding=padding)
 
 
 class ConvEncoder(nn.Module):
@@ -72,15 +96,24 @@ class ConvEncoder(nn.Module):
         super().__init__()
         channels, height, width = image_shape
         sizes = conv_sizes(height, width, len(widths))
-        check_attention_resolutions(attention_resolutions, [h for h, w in sizes[1:] if h % 2 == 0 == w % 2])
+        check_attention_resolutions(attention_resolutions, even_sizes(sizes[1:]))
         layers: list[nn.Module] = []
         for out_channels, (h, _) in zip(widths, sizes[1:]):
-            conv = nn.Conv2d(channels, out_channels, 3, stride=2, padding=1)
-            layers += _conv_block(conv, out_channels, batch_norm, activation)
+            layers += self.stage(channels, out_channels, batch_norm, activation)
             layers += attention_at(h, out_channels, attention_resolutions)  # SAGAN block after this resolution
             channels = out_channels
         h, w = sizes[-1]
-        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(widths[-1] * h * w, out_features))
+        self.net = nn.Sequential(*layers, *self.head(channels, batch_norm, activation), nn.Flatten(),
+                                 nn.Linear(widths[-1] * h * w, out_features))
+
+    def stage(self, in_channels: int, out_channels: int, batch_norm: bool, activation: str) -> list[nn.Module]:
+        """The layers of one resolution: a stride-2 conv, [batch norm], activation."""
+        conv = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
+        return _conv_block(conv, out_channels, batch_norm, activation)
+
+    def head(self, channels: int, batch_norm: bool, activation: str) -> list[nn.Module]:
+        """Layers between the last stage and the flattening linear layer: none."""
+        return []
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -98,19 +131,24 @@ class ConvDecoder(nn.Module):
         super().__init__()
         channels, height, width = image_shape
         sizes = conv_sizes(height, width, len(widths))  # sizes[i] is the input size of encoder layer i
-        check_attention_resolutions(attention_resolutions, [h for h, w in sizes[1:-1] if h % 2 == 0 == w % 2])
+        check_attention_resolutions(attention_resolutions, even_sizes(sizes[1:-1]))
         h, w = sizes[-1]
         layers: list[nn.Module] = [nn.Linear(in_features, widths[-1] * h * w), nn.Unflatten(1, (widths[-1], h, w))]
         reversed_widths = list(widths[::-1]) + [channels]
         for i in range(len(widths)):
-            (h_out, w_out), (h_in, w_in) = sizes[-2 - i], sizes[-1 - i]
-            padding = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))  # 0 or 1: undoes the ceil of the encoder
-            conv = nn.ConvTranspose2d(reversed_widths[i], reversed_widths[i + 1], 3, 2, 1, output_padding=padding)
             last = i == len(widths) - 1
-            layers += [conv] if last else _conv_block(conv, reversed_widths[i + 1], batch_norm, activation)
+            layers += self.stage(reversed_widths[i], reversed_widths[i + 1], sizes[-1 - i], sizes[-2 - i], last,
+                                 batch_norm, activation)
             if not last:
-                layers += attention_at(h_out, reversed_widths[i + 1], attention_resolutions)
+                layers += attention_at(sizes[-2 - i][0], reversed_widths[i + 1], attention_resolutions)
         self.net = nn.Sequential(*layers)
+
+    def stage(self, in_channels: int, out_channels: int, size_in: tuple[int, int], size_out: tuple[int, int],
+              last: bool, batch_norm: bool, activation: str) -> list[nn.Module]:
+        """The layers of one resolution: a stride-2 transposed conv to `size_out`, then [batch norm] and activation
+        unless it is the `last`, which outputs the logits."""
+        conv = upsampling_conv(in_channels, out_channels, size_in, size_out)
+        return [conv] if last else _conv_block(conv, out_channels, batch_norm, activation)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
@@ -243,9 +281,7 @@ class PoolingConvDecoder(nn.Sequential):
         targets = list(widths[::-1][1:]) + [channels]
         in_channels = widths[-1]
         for i, out_channels in enumerate(targets):
-            (h_out, w_out), (h_in, w_in) = sizes[-2 - i], sizes[-1 - i]
-            padding = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))  # exact size of the encoder at that depth
-            conv = nn.ConvTranspose2d(in_channels, out_channels, 3, 2, 1, output_padding=padding)
+            conv = upsampling_conv(in_channels, out_channels, sizes[-1 - i], sizes[-2 - i])  # the encoder's size there
             layers += [conv] if i == len(targets) - 1 else _conv_block(conv, out_channels, True, "leaky_relu")
             in_channels = out_channels
         super().__init__(*layers)

@@ -5,19 +5,16 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from lightning import LightningModule
 from torch import Tensor, nn
 
-from ..io import WeightsOnlyCheckpoint
 from .blocks import ConvEncoder, check_batch_shape, check_positive
-from .steps import StageSteps
-
-Batch = tuple[Tensor, Tensor]
+from .module import GenerativeModule
 
 
-class Classifier(WeightsOnlyCheckpoint, StageSteps, LightningModule):
+class Classifier(GenerativeModule):
     """Conv net for any `image_shape` and `num_classes`: stride-2 convs (`widths`), a `feature_dim` ReLU layer (the
-    features, `features(x)`), then a linear layer to class logits. Logs loss and accuracy for train/val/test.
+    features, `features(x)`), then a linear layer to class logits. `loss(x, y)`: the cross-entropy (nats per image)
+    as "loss", and the accuracy, logged for train/val/test.
 
     Args:
         image_shape: (C, H, W) of the data, checked against every batch; the CLI links it from the datamodule.
@@ -48,16 +45,12 @@ class Classifier(WeightsOnlyCheckpoint, StageSteps, LightningModule):
         """Class logits (B, num_classes)."""
         return self.head(self.features(x))
 
-    def _shared_step(self, batch: Batch, stage: str) -> Tensor:
-        x, y = batch
+    def loss(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        if y is None:
+            raise ValueError("Classifier.loss(x, y) needs the class labels y; got y=None")
         check_batch_shape(self, x)
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
-        accuracy = (logits.argmax(dim=1) == y).float().mean()
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=stage != "train")
-        self.log(f"{stage}/accuracy", accuracy, prog_bar=stage != "train", batch_size=len(x),
-                 sync_dist=stage != "train")
-        return loss
+        return {"loss": F.cross_entropy(logits, y), "accuracy": (logits.argmax(dim=1) == y).float().mean()}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr)

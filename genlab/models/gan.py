@@ -6,23 +6,22 @@ every datamodule's images. (A sigmoid generator against [0, 1] images is the sam
 saturating output let the course MLP's discriminator win within one MNIST epoch and the generator collapsed.)
 Objectives: "bce" (Goodfellow et al., 2014, non-saturating, one-sided label smoothing) or "wgan-gp" (Gulrajani et
 al., 2017: a critic without sigmoid, batch norm or dropout, gradient penalty, `n_critic` critic steps per generator
-step). Settings left at None take the objective's defaults, `OBJECTIVE_DEFAULTS`.
+step). Settings left at None take the objective's defaults, `OBJECTIVE_DEFAULTS`. The networks are in `gan_nets`.
 """
 
 from collections.abc import Sequence
-from math import prod
 
 import torch
-from lightning import LightningModule
-from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
-from ..io import WeightsOnlyCheckpoint
-from .attention import attention_at, check_attention_resolutions
 from .blocks import MLPDecoder, check_batch_shape, check_positive
 from .gan_losses import (OBJECTIVES, bce_discriminator_loss, bce_generator_loss, gradient_penalty, js_estimate,
                          wasserstein_critic_loss, wasserstein_generator_loss)
+from .gan_nets import DCDiscriminator, DCGenerator, MLPDiscriminator, dcgan_depth
+from .module import GenerativeModule, allow_unused_parameters
+
+__all__ = ["DCGAN", "GAN", "Adversarial", "DCDiscriminator", "DCGenerator", "MLPDiscriminator", "dcgan_depth",
+           "objective_settings"]
 
 Batch = tuple[Tensor, Tensor]
 
@@ -40,90 +39,15 @@ def objective_settings(objective: str, **given: float | None) -> dict[str, float
     return {name: OBJECTIVE_DEFAULTS[objective][name] if value is None else value for name, value in given.items()}
 
 
-class MLPDiscriminator(nn.Sequential):
-    """Images (B, C, H, W) -> logits (B, 1): Linear + LeakyReLU(0.2) + Dropout (none at 0) per hidden width (the
-    course's D)."""
-
-    def __init__(self, image_shape: Sequence[int], hidden: Sequence[int] = (1024, 512, 256),
-                 dropout: float = 0.3) -> None:
-        layers: list[nn.Module] = [nn.Flatten()]
-        features = prod(image_shape)
-        for width in hidden:
-            layers += [nn.Linear(features, width), nn.LeakyReLU(0.2), *([nn.Dropout(dropout)] if dropout else [])]
-            features = width
-        super().__init__(*layers, nn.Linear(features, 1))
-
-
-def dcgan_depth(image_shape: Sequence[int]) -> tuple[int, int]:
-    """(base, n): a square image of side `base * 2**n`, halved while even and above 7 (64, 32 -> 4; 28 -> 7)."""
-    _, height, width = image_shape
-    if height != width:
-        raise ValueError(f"image_shape={tuple(image_shape)} is invalid: DCGAN needs square images")
-    base, depth = height, 0
-    while base % 2 == 0 and base > 7:
-        base, depth = base // 2, depth + 1
-    if depth == 0:
-        raise ValueError(f"image_shape={tuple(image_shape)} is invalid: DCGAN needs an even side of at least 8")
-    return base, depth
-
-
-class DCGenerator(nn.Module):
-    """z (B, latent_dim) -> logits (B, C, H, W): a transposed conv to base x base, then doubling transposed convs
-    with batch norm and ReLU, halving the channels from `width * 2**(n-1)` (Radford et al., 2015)."""
-
-    def __init__(self, latent_dim: int, image_shape: Sequence[int], width: int = 64,
-                 attention_resolutions: Sequence[int] = ()) -> None:
-        super().__init__()
-        base, depth = dcgan_depth(image_shape)
-        sides = [base * 2**k for k in range(depth)]  # the feature maps' sides, before the last transposed conv
-        check_attention_resolutions(attention_resolutions, [s for s in sides if s % 2 == 0])
-        channels = width * 2 ** (depth - 1)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, channels, base, bias=False),
-                                   nn.BatchNorm2d(channels), nn.ReLU(), *attention_at(base, channels,
-                                                                                      attention_resolutions)]
-        for side in sides[1:]:
-            layers += [nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(channels // 2), nn.ReLU(), *attention_at(side, channels // 2,
-                                                                               attention_resolutions)]
-            channels //= 2
-        self.net = nn.Sequential(*layers, nn.ConvTranspose2d(channels, image_shape[0], 4, 2, 1))
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z[:, :, None, None])  # (B, latent_dim) -> (B, latent_dim, 1, 1)
-
-
-class DCDiscriminator(nn.Sequential):
-    """Images (B, C, H, W) -> logits (B, 1): strided convs with LeakyReLU(0.2), mirroring `DCGenerator`.
-
-    `norm`: "batch" as in the paper (none on the first layer), or "layer" for WGAN-GP, whose per-sample gradient
-    penalty is invalid with batch norm (Gulrajani et al., 2017, section 4).
-    """
-
-    def __init__(self, image_shape: Sequence[int], width: int = 64, norm: str = "batch",
-                 attention_resolutions: Sequence[int] = ()) -> None:
-        if norm not in ("batch", "layer"):
-            raise ValueError(f"norm={norm!r} is unknown; choose 'batch' or 'layer'")
-        base, depth = dcgan_depth(image_shape)
-        sides = [base * 2**k for k in range(depth)][::-1]  # the feature maps' sides after each strided conv
-        check_attention_resolutions(attention_resolutions, [s for s in sides if s % 2 == 0])
-        layers: list[nn.Module] = [nn.Conv2d(image_shape[0], width, 4, 2, 1), nn.LeakyReLU(0.2),
-                                   *attention_at(sides[0], width, attention_resolutions)]
-        channels = width
-        for side in sides[1:]:
-            norm_layer = nn.BatchNorm2d(2 * channels) if norm == "batch" else nn.GroupNorm(1, 2 * channels)
-            layers += [nn.Conv2d(channels, 2 * channels, 4, 2, 1, bias=False), norm_layer, nn.LeakyReLU(0.2),
-                       *attention_at(side, 2 * channels, attention_resolutions)]
-            channels *= 2
-        super().__init__(*layers, nn.Conv2d(channels, 1, base), nn.Flatten())
-
-
-class Adversarial(WeightsOnlyCheckpoint, LightningModule):
+class Adversarial(GenerativeModule):
     """Generator vs discriminator, trained by manual optimisation: D (or the critic) steps on every batch, G on
     every `n_critic`-th.
 
-    Logs `train/d_loss`, `train/g_loss`, `train/d_real`, `train/d_fake` (mean D probability for "bce", mean critic
-    value for "wgan-gp") and `train/gp`. On held-out real images and fresh fakes from fixed noise, the current D's
-    divergence estimate, under its name and as `val/loss` (for checkpointing, lower is better):
+    `loss(x)` and the training log: `d_loss`, `g_loss`, `d_real`, `d_fake` (mean D probability for "bce", mean
+    critic value for "wgan-gp"), `gp` for "wgan-gp", and `loss` = d_loss + g_loss, a total to watch (each player
+    minimises only its own term; on critic-only steps g_loss is the last generator step's). On held-out real
+    images and fresh fakes from fixed noise, the current D's divergence estimate, under its name and as `val/loss`
+    (for checkpointing, lower is better):
     `val/js_estimate` for "bce", a lower bound (at most log 4 nats) on 2 JSD(data || model), which is 0 for equal
     laws and log 4 for disjoint ones, with the label smoothing undone (see `js_estimate`); `val/wasserstein_estimate`,
     E C(real) - E C(fake), for "wgan-gp". Either is only as good as D: treat it as a trend and check samples.
@@ -164,6 +88,7 @@ class Adversarial(WeightsOnlyCheckpoint, LightningModule):
         self.image_shape, self.latent_dim, self.objective = tuple(image_shape), latent_dim, objective
         self.lr_g, self.lr_d, self.betas = lr_g, settings["lr_d"], (settings["beta1"], settings["beta2"])
         self.real_label, self.gp_weight, self.n_critic = real_label, gp_weight, settings["n_critic"]
+        self._held_out_batch = 0  # seeds the held-out noise: batch index within the epoch
 
     # --- the protocol ---
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
@@ -179,8 +104,10 @@ class Adversarial(WeightsOnlyCheckpoint, LightningModule):
         return x * 2 - 1
 
     @torch.no_grad()
-    def sample(self, num_samples: int, y: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        z = torch.randn(num_samples, self.latent_dim, generator=generator)  # CPU noise: same images on any device
+    def sample(self, num_samples: int, y: Tensor | None = None, generator: torch.Generator | None = None,
+               temperature: float = 1.0) -> Tensor:
+        """Images from z ~ N(0, temperature^2 I) (the truncation-style trade of fidelity for variety)."""
+        z = temperature * torch.randn(num_samples, self.latent_dim, generator=generator)  # CPU noise: any device
         return self.decode(z.to(self.device), y)
 
     # --- the objective ---
@@ -209,12 +136,18 @@ class Adversarial(WeightsOnlyCheckpoint, LightningModule):
     def check_shape(self, x: Tensor) -> None:
         check_batch_shape(self, x)
 
+    def loss(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """Both players' terms on real images `x` in [0, 1] and as many fresh fakes, nothing stepped; "loss" is
+        d_loss + g_loss. The gradient penalty needs gradients: without them (`torch.no_grad`) d_loss leaves it out."""
+        self.check_shape(x)
+        fake = self.generate(torch.randn(len(x), self.latent_dim, device=self.device))
+        terms = self.discriminator_terms(self.signed(x), fake.detach(), penalty=torch.is_grad_enabled())
+        terms["g_loss"] = self.generator_loss(fake)
+        return {"loss": terms["d_loss"] + terms["g_loss"], **terms}
+
     # --- Lightning ---
     def setup(self, stage: str) -> None:
-        # Runs before the strategy wraps the model in DistributedDataParallel, which reads these kwargs then.
-        strategy = self.trainer.strategy if self._trainer is not None else None
-        if isinstance(strategy, DDPStrategy) and not isinstance(strategy.model, DistributedDataParallel):
-            strategy._ddp_kwargs["find_unused_parameters"] = True  # G's step leaves D's parameters unused, and back
+        allow_unused_parameters(self)  # G's step leaves D's parameters unused, and back
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         real, _ = batch
@@ -222,37 +155,36 @@ class Adversarial(WeightsOnlyCheckpoint, LightningModule):
         real = self.signed(real)
         opt_g, opt_d = self.optimizers()
         generator_turn = batch_idx % self.n_critic == 0
+        last_g_loss = self.last_terms.get("g_loss")
         z = torch.randn(len(real), self.latent_dim, device=self.device)
         with torch.set_grad_enabled(generator_turn):  # no generator graph on critic-only steps
             fake = self.generate(z)
 
         with self.toggled_optimizer(opt_d):  # only D's parameters require grad in here
             terms = self.discriminator_terms(real, fake.detach())
-            opt_d.zero_grad()
-            self.manual_backward(terms["d_loss"])
-            opt_d.step()
+            self.manual_step(opt_d, terms, "d_loss")
 
         if generator_turn:
             with self.toggled_optimizer(opt_g):  # D is frozen: g_loss's gradient reaches G only
                 terms["g_loss"] = self.generator_loss(fake)
-                opt_g.zero_grad()
-                self.manual_backward(terms["g_loss"])
-                opt_g.step()
+                self.manual_step(opt_g, terms, "g_loss")
+        elif last_g_loss is not None:
+            terms["g_loss"] = last_g_loss
+        self.log_terms("train", {"loss": terms["d_loss"] + terms.get("g_loss", 0.0), **terms}, len(real))
 
-        logged = {f"train/{name}": value.detach() for name, value in terms.items()}
-        self.log_dict(logged, prog_bar=True, batch_size=len(real))
+    def on_validation_epoch_start(self) -> None:
+        self._held_out_batch = 0
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._held_out_step(batch, batch_idx, "val")
+    def on_test_epoch_start(self) -> None:
+        self._held_out_batch = 0
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._held_out_step(batch, batch_idx, "test")
-
-    def _held_out_step(self, batch: Batch, batch_idx: int, stage: str) -> None:
+    def _shared_step(self, batch: Batch, stage: str) -> Tensor:
+        """Held-out (validation, test): the divergence estimate on real images and fakes from fixed noise."""
         real, _ = batch
         self.check_shape(real)
         # Fixed noise per batch (and rank): the loss changes only because the networks do.
-        noise = torch.Generator().manual_seed(batch_idx + 100_003 * self.global_rank)
+        noise = torch.Generator().manual_seed(self._held_out_batch + 100_003 * self.global_rank)
+        self._held_out_batch += 1
         real_out = self.discriminator(self.signed(real)).float()
         fake_out = self.discriminator(self.signed(self.sample(len(real), generator=noise))).float()
         # Smoothing undone, no penalty: a divergence estimate (lower: fakes closer to data), not D's training loss.
@@ -261,8 +193,8 @@ class Adversarial(WeightsOnlyCheckpoint, LightningModule):
         else:
             name, estimate = "wasserstein_estimate", -wasserstein_critic_loss(real_out, fake_out)
         terms = {"loss": estimate, name: estimate, **self.readout(real_out, fake_out)}
-        self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, batch_size=len(real),
-                      sync_dist=True)
+        self.log_terms(stage, terms, len(real))
+        return estimate
 
     def predict_step(self, batch: Batch, batch_idx: int) -> None:
         """Nothing per batch: a GAN has no encoder; `genlab predict` draws its samples once per run."""

@@ -4,17 +4,13 @@ import math
 from collections.abc import Iterable, Sequence
 
 import torch
-from lightning import LightningModule
 from torch import Tensor, nn
 
-from ..io import WeightsOnlyCheckpoint
 from .blocks import check_positive
-from .steps import StageSteps
-
-Batch = tuple[Tensor, Tensor]
+from .module import Batch, GenerativeModule
 
 
-class PPCA(WeightsOnlyCheckpoint, StageSteps, LightningModule):
+class PPCA(GenerativeModule):
     """x = W z + mu + eps, z ~ N(0, I_L), eps ~ N(0, sigma^2 I_D), fitted by maximum likelihood in closed form.
 
     With the eigen-decomposition S = U diag(lambda) U^T of the data covariance (eigenvalues descending), the
@@ -25,7 +21,8 @@ class PPCA(WeightsOnlyCheckpoint, StageSteps, LightningModule):
     Protocol: `encode` = posterior mean M^-1 W^T (x - mu) with M = W^T W + sigma^2 I; `decode(z)` = W z + mu
     clamped to [0, 1] (the noise-free mean, as autoencoders show their decoders' means); `sample` decodes prior
     draws. Under a Trainer one epoch is the whole fit: `training_step` only accumulates (and counts a step), the
-    solution is computed before validation (which logs `val/nll`, nats per image) and training stops after that epoch.
+    solution is computed before validation and training stops after that epoch. `loss(x)`: the negative
+    log-likelihood, nats per image, as "loss" and "nll"; validation logs both and `mse` of the reconstructions.
 
     Args:
         image_shape: (C, H, W) of the data; the CLI links it from the datamodule.
@@ -105,8 +102,16 @@ class PPCA(WeightsOnlyCheckpoint, StageSteps, LightningModule):
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         return (z @ self.weight.T + self.mean).clamp(0.0, 1.0).reshape(-1, *self.image_shape)
 
-    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.decode(self.encode(x, y), y)
+    def reconstruct(self, x: Tensor, y: Tensor | None = None, stochastic: bool = False,
+                    generator: torch.Generator | None = None) -> Tensor:
+        """decode(encode(x)); with `stochastic=True` decodes a draw from the exact posterior
+        q(z|x) = N(M^-1 W^T (x - mu), sigma^2 M^-1) (Tipping & Bishop, 1999), noise drawn on the CPU."""
+        z = self.encode(x, y)
+        if stochastic:
+            covariance = self.noise_var * torch.linalg.inv(self._posterior_precision())
+            noise = torch.randn(z.shape, generator=generator).to(z)
+            z = z + noise @ torch.linalg.cholesky(covariance).T
+        return self.decode(z, y)
 
     @torch.no_grad()
     def sample(self, num_samples: int, y: Tensor | None = None, generator: torch.Generator | None = None,
@@ -151,12 +156,16 @@ class PPCA(WeightsOnlyCheckpoint, StageSteps, LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self.reconstruct(batch[0])
 
-    def _shared_step(self, batch: Batch, stage: str) -> None:
-        x = batch[0]
+    def loss(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """-log p(x) per image (nats, float32), as "loss" (what checkpoints monitor across models) and "nll"."""
         nll = -self.log_likelihood(x).mean().float()
-        logged = {f"{stage}/loss": nll, f"{stage}/nll": nll,  # loss: what checkpoints monitor across models
-                  f"{stage}/mse": (self.reconstruct(x) - x).pow(2).mean()}
-        self.log_dict(logged, prog_bar=True, batch_size=len(x), sync_dist=True)
+        return {"loss": nll, "nll": nll}
+
+    def _shared_step(self, batch: Batch, stage: str) -> Tensor:
+        x = batch[0]
+        terms = self.loss(x)
+        self.log_terms(stage, terms, len(x), {f"{stage}/mse": (self.reconstruct(x) - x).pow(2).mean()})
+        return terms["loss"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.0)  # never moves anything: see training_step

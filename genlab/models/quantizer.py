@@ -1,6 +1,6 @@
 """`VectorQuantizer`: the VQ-VAE bottleneck (van den Oord et al., 2017, "Neural Discrete Representation Learning").
 
-It follows the bottleneck contract of `bottlenecks.py`, on spatial latents: `forward(h) -> (z_q, terms)` with
+It is a `Bottleneck` (see `bottlenecks.py`) on spatial latents: `forward(h) -> (z_q, terms)` with
 h and z_q of shape (B, D, H', W') and D = `embedding_dim`. Loss terms use genlab's scale: squared errors summed over
 the latent grid and the code dimensions of each image, then averaged over the batch. (The paper and Sonnet average
 over every element instead; that only rescales the terms against the reconstruction term.)
@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .bottlenecks import Bottleneck
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -30,7 +31,7 @@ def _broadcast(tensor: Tensor) -> Tensor:
     return tensor
 
 
-class VectorQuantizer(nn.Module):
+class VectorQuantizer(Bottleneck):
     """Replaces each D-dimensional encoder vector by its nearest of `num_embeddings` codes.
 
     Terms (nats-per-image scale, see the module docstring), z_e the encoder output and e its nearest code:
@@ -51,21 +52,19 @@ class VectorQuantizer(nn.Module):
     the choice of code would then depend on the precision. Training-time statistics are summed over DDP ranks.
     """
 
-    stochastic = False  # forward's z is the nearest code, as encode(h) gives: decoded once for loss and recon
-
     def __init__(self, num_embeddings: int = 512, embedding_dim: int = 64, commitment_cost: float = 0.25,
                  ema: bool = False, decay: float = 0.99, dead_code_steps: int = 0, kmeans_init: bool = False,
                  kmeans_iters: int = 10, epsilon: float = 1e-5) -> None:
-        super().__init__()
+        super().__init__(embedding_dim)  # deterministic: forward's z is encode(h), the nearest code
         if num_embeddings < 1 or embedding_dim < 1:
             raise ValueError(f"num_embeddings={num_embeddings} and embedding_dim={embedding_dim} must be positive")
         if commitment_cost < 0 or not 0 <= decay < 1 or dead_code_steps < 0:
             raise ValueError(f"commitment_cost={commitment_cost} must be >= 0, decay={decay} in [0, 1) and "
                              f"dead_code_steps={dead_code_steps} >= 0")
-        self.num_embeddings, self.latent_dim, self.in_features = num_embeddings, embedding_dim, embedding_dim
+        self.num_embeddings = num_embeddings
         self.ema, self.decay, self.epsilon = ema, decay, epsilon
         self.dead_code_steps, self.kmeans_iters = dead_code_steps, kmeans_iters
-        self.weights: dict[str, float] = {"commitment": commitment_cost}
+        self.weights = {"commitment": commitment_cost}
         if not ema:
             self.weights["codebook"] = 1.0
         # Uniform in +-1/K as in the paper's code; k-means or restarts replace it when the encoder's scale differs.
@@ -105,10 +104,6 @@ class VectorQuantizer(nn.Module):
     def encode(self, h: Tensor) -> Tensor:
         """The quantised grid z_q (B, D, H', W'); no statistics are updated (safe in callbacks on rank 0 only)."""
         return self.lookup(self.indices(h))
-
-    def sample_posterior(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """A draw from q(z|x), which is deterministic here: the quantised grid."""
-        return self.encode(h)
 
     def sample_prior(self, num_samples: int, generator: torch.Generator | None = None,
                      temperature: float = 1.0) -> Tensor:

@@ -10,13 +10,12 @@ import math
 from collections.abc import Sequence
 
 import torch
-from lightning import LightningModule
 from torch import Tensor, nn
 
-from ..io import WeightsOnlyCheckpoint
 from .blocks import MLP, check_batch_shape, check_positive
 from .losses import standard_normal_log_prob
-from .steps import StageSteps
+from .resnet import ResidualBlock
+from .module import GenerativeModule
 
 Batch = tuple[Tensor, Tensor]
 
@@ -68,18 +67,6 @@ class MaskedAffineCoupling(nn.Module):
     def inverse(self, z: Tensor) -> Tensor:
         log_scale, shift = self._scale_shift(z * self.mask)  # the kept positions of z are those of x
         return (z - shift) * torch.exp(-log_scale)
-
-
-class ResidualBlock(nn.Module):
-    """x + conv(relu(conv(relu(x)))): the pre-activation residual block of the coupling nets."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1),
-                                 nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.net(x)
 
 
 def coupling_resnet(channels: int, hidden: int, num_blocks: int) -> nn.Module:
@@ -173,8 +160,9 @@ class RealNVPPrior(nn.Module):
     """A learned density over latent vectors: N(0, I) pushed through `num_layers` masked affine couplings with
     alternating even/odd masks and MLP coupling nets (`hidden` wide, two layers). The identity at initialisation.
 
-    `log_prob(z)` = log N(u; 0, I) + log|det du/dz| with u = forward(z); `sample(n, generator)` draws u on the
-    CPU and returns inverse(u) on the prior's device.
+    `log_prob(z)` = log N(u; 0, I) + log|det du/dz| with u = forward(z); `sample(n, generator, temperature)` draws
+    u ~ N(0, temperature^2 I) on the CPU and returns inverse(u) on the prior's device. A `LatentPrior`
+    (genlab.models.protocols): `GaussianBottleneck(latent_dim, prior=RealNVPPrior(latent_dim))` is a VAE with it.
     """
 
     def __init__(self, latent_dim: int, num_layers: int = 4, hidden: int = 64) -> None:
@@ -208,7 +196,7 @@ class RealNVPPrior(nn.Module):
         return self.flow.inverse(u.to(self.flow[0].mask.device))
 
 
-class RealNVP(WeightsOnlyCheckpoint, StageSteps, LightningModule):
+class RealNVP(GenerativeModule):
     """RealNVP image flow trained by exact likelihood on dequantised 8-bit data (Dinh et al., 2017).
 
     Images x = n / 255 are dequantised to x' = (n + u) / 256, u ~ U[0, 1), then mapped to logit space
@@ -273,11 +261,5 @@ class RealNVP(WeightsOnlyCheckpoint, StageSteps, LightningModule):
         return self.from_logit(self.flow.inverse(z.to(self.device)))
 
     # --- Lightning ---
-    def _shared_step(self, batch: Batch, stage: str) -> Tensor:
-        x, _ = batch
-        terms = self.loss(x)
-        self.log_terms(stage, terms, len(x))
-        return terms["loss"]
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from lightning import LightningModule
 from torch import Tensor, nn
 
-from ..io import WeightsOnlyCheckpoint, load_checkpoint
-from .autoencoder import Autoencoder
+from ..io import load_checkpoint
+from .autoencoder import EncoderDecoder
 from .blocks import check_positive
 from .quantizer import VectorQuantizer
-from .steps import StageSteps
+from .module import GenerativeModule
 
 
 class ResidualStack(nn.Sequential):
@@ -69,13 +68,15 @@ class VQDecoder(nn.Sequential):
         )
 
 
-class VQVAE(Autoencoder):
-    """VQ-VAE preset: `Autoencoder` with the residual encoder/decoder and a `VectorQuantizer` bottleneck.
+class VQVAE(EncoderDecoder):
+    """VQ-VAE preset: `EncoderDecoder` with the residual encoder/decoder and a `VectorQuantizer` bottleneck.
 
     `encode(x)` gives the quantised grid (B, embedding_dim, H/4, W/4), `encode_indices(x)` the code indices
     (B, H/4, W/4). The default likelihood is Bernoulli, as for the other presets; "gaussian" with a small `sigma`
     (e.g. 0.1) is the paper's MSE. With sigma = 1 the Gaussian term is so weak next to the summed commitment term
-    that codes collapse. A VQ-VAE has no prior of its own, so `sample` raises: fit a `CodePrior` and sample from it.
+    that codes collapse. A VQ-VAE has no prior of its own, so it has no `sample` (it is not a `Sampler`): fit a
+    `CodePrior` on a saved checkpoint (`genlab fit --model CodePrior --model.vqvae_checkpoint path/to.ckpt`) and
+    sample from that.
     The codebook defaults keep it healthy (issue #4): EMA updates with `decay` 0.99, k-means initialisation from
     the first batch and restarts of codes unused for `dead_code_steps` = 20 steps (see `VectorQuantizer`). The
     paper's plain VQ is `ema=False, kmeans_init=False, dead_code_steps=0`; add `commitment_cost=0` for the
@@ -97,8 +98,6 @@ class VQVAE(Autoencoder):
         dead_code_steps: training steps after which an unused code is re-seeded from the batch (0: never).
         kmeans_init: initialise the codebook by k-means on the first training batch.
     """
-
-    can_sample = False  # honest to callers such as the default figures: `sample` needs a CodePrior
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), num_hiddens: int = 128,
                  num_residual_hiddens: int = 32, num_residual_layers: int = 2, num_embeddings: int = 512,
@@ -136,14 +135,6 @@ class VQVAE(Autoencoder):
     @torch.no_grad()
     def decode_indices(self, indices: Tensor) -> Tensor:
         return self.decode(self.bottleneck.lookup(indices))
-
-    def sample(self, num_samples: int, y: Tensor | None = None, generator: torch.Generator | None = None,
-               temperature: float = 1.0) -> Tensor:
-        # NotImplementedError (a RuntimeError): figure callbacks can catch it and skip sample grids for a VQVAE.
-        raise NotImplementedError(
-            "VQVAE has no prior over its codes, so it cannot sample by itself. Train one on a saved checkpoint with "
-            "`genlab fit --model CodePrior --model.vqvae_checkpoint path/to.ckpt --data <same data>`, then call "
-            "`CodePrior.sample(n)`, which returns images.")
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -188,7 +179,7 @@ class PixelCNN(nn.Module):
         return self.head(h)
 
 
-class CodePrior(WeightsOnlyCheckpoint, StageSteps, LightningModule):
+class CodePrior(GenerativeModule):
     """Autoregressive prior over the code grid of a trained, frozen `VQVAE` (the paper's second stage).
 
     Trains a `PixelCNN` by cross-entropy on the VQ-VAE's code indices of each batch; `nll` is in nats per image
@@ -253,13 +244,10 @@ class CodePrior(WeightsOnlyCheckpoint, StageSteps, LightningModule):
                 indices[:, i, j] = drawn.clamp(max=probs.shape[1] - 1)
         return self.vqvae.decode_indices(indices)
 
-    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        x, _ = batch
+    def loss(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """`nll`, -log p(codes) in nats per image, which is also the optimised "loss"."""
         nll = self.nll(x)
-        sync = stage != "train"
-        self.log(f"{stage}/nll", nll, prog_bar=True, batch_size=len(x), sync_dist=sync)
-        self.log(f"{stage}/loss", nll, batch_size=len(x), sync_dist=sync)
-        return nll
+        return {"loss": nll, "nll": nll}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.prior.parameters(), lr=self.lr)

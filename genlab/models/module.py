@@ -1,0 +1,112 @@
+"""`GenerativeModule`: the one LightningModule base of every family -- steps, terms and the logging policy.
+
+Each step is the family's `_shared_step(batch, stage)`, by default `loss(x, y)` then `log_terms`: every term as
+`<stage>/<name>` (detached tensors: no host sync), the loss on the progress bar, synced across ranks outside training.
+Training terms cost a `self.log` call each (about 0.5 ms on CPU), so they are logged only on the steps Lightning
+writes to its loggers (every `log_every_n_steps`, the epoch's last batch, the run's last step); the terms of every
+step stay in `last_terms`, which `NonFiniteGuard` and `LossCurves` read, so nothing they report is lost.
+"""
+
+import torch
+from lightning import LightningModule, Trainer
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.strategies import DDPStrategy
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+
+from ..io import WeightsOnlyCheckpoint
+
+Batch = tuple[Tensor, Tensor]
+
+
+class StageSteps:
+    """The steps, terms and logging policy of `GenerativeModule`, as a mixin placed before `LightningModule` (the
+    classes that still write `class Model(WeightsOnlyCheckpoint, StageSteps, LightningModule)`).
+
+    `last_terms`: the latest training step's terms, detached, by name without the stage (`{"loss": ..., "kl": ...}`).
+    """
+
+    last_terms: dict[str, Tensor] = {}  # replaced, never mutated: one empty dict shared until the first step
+
+    def loss(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} defines no loss(x, y) -> dict with 'loss'")
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def _shared_step(self, batch: Batch, stage: str) -> Tensor:
+        x, y = batch
+        terms = self.loss(x, y)
+        self.log_terms(stage, terms, len(x))
+        return terms["loss"]
+
+    def remember_terms(self, terms: dict[str, Tensor | float]) -> None:
+        """Keep `terms` (detached, tensors) as `last_terms`; no host sync."""
+        self.last_terms = {name: value.detach() if isinstance(value, Tensor) else
+                           torch.tensor(float(value), device=self.device) for name, value in terms.items()}
+
+    def manual_step(self, optimizer: LightningOptimizer, terms: dict[str, Tensor], name: str) -> None:
+        """Manual optimisation: backpropagate `terms[name]` and step `optimizer`, remembering `terms` first so that
+        `NonFiniteGuard`, which runs inside the step, can name a bad one."""
+        self.remember_terms(terms)
+        optimizer.zero_grad()
+        self.manual_backward(terms[name])
+        optimizer.step()
+
+    def log_terms(self, stage: str, terms: dict[str, Tensor], batch_size: int,
+                  extra: dict[str, Tensor | float] | None = None) -> None:
+        """Log `terms` (with "loss") as `<stage>/<name>`, plus `extra` (already named `<stage>/...`) beside them;
+        in training, remember them all and log only on a logging step."""
+        if "loss" not in terms:
+            raise ValueError(f"{type(self).__name__}: terms {sorted(terms)} have no 'loss', the total every "
+                             "checkpoint and progress bar reads")
+        extra = extra or {}
+        if stage == "train":
+            self.remember_terms({**terms, **{name.partition("/")[2]: value for name, value in extra.items()}})
+            if not is_logging_step(self._trainer):
+                return
+        sync = stage != "train"
+        self.log(f"{stage}/loss", terms["loss"].detach(), prog_bar=True, batch_size=batch_size, sync_dist=sync)
+        logged = {f"{stage}/{name}": value.detach() for name, value in terms.items() if name != "loss"}
+        self.log_dict({**logged, **extra}, batch_size=batch_size, sync_dist=sync)
+
+
+class GenerativeModule(WeightsOnlyCheckpoint, StageSteps, LightningModule):
+    """Base of every genlab model: define `loss(x, y=None) -> {"loss": ..., other terms}` (nats per image where it
+    is a likelihood) and `configure_optimizers`; override `_shared_step` to log extra quantities beside the terms.
+    Checkpoints load weights-only (`WeightsOnlyCheckpoint`)."""
+
+
+def is_logging_step(trainer: Trainer | None) -> bool:
+    """Whether this training step's metrics reach the loggers (or there is no trainer): Lightning's own test (its
+    `should_update_logs`: every `log_every_n_steps` batches, or when stopping), the epoch's last batch, and the step
+    that reaches `max_steps` (each optimiser steps at most once a batch), so the run's final values are logged."""
+    if trainer is None or trainer.is_last_batch:
+        return True
+    if trainer._logger_connector.should_update_logs:  # private, but what Lightning's own callbacks read
+        return True
+    return 0 <= trainer.max_steps <= trainer.global_step + len(trainer.optimizers)
+
+
+def training_terms(trainer: Trainer, module: LightningModule) -> dict[str, Tensor]:
+    """The latest training step's scalar terms, by name: a genlab model's `last_terms`, else (any other
+    LightningModule) what it logged as `train/<name>` in `trainer.callback_metrics`."""
+    terms = module.last_terms if isinstance(module, StageSteps) else None
+    if not terms:
+        terms = {key.partition("/")[2]: value for key, value in trainer.callback_metrics.items()
+                 if key.startswith("train/")}
+    return {name: value for name, value in terms.items() if isinstance(value, Tensor) and value.numel() == 1}
+
+
+def allow_unused_parameters(module: LightningModule) -> None:
+    """Under DDP, let a step leave some parameters without a gradient (two-player models: each optimiser's step uses
+    one network). Call it from `setup`, which runs before the strategy wraps the model and reads these kwargs."""
+    strategy = module.trainer.strategy if module._trainer is not None else None
+    if isinstance(strategy, DDPStrategy) and not isinstance(strategy.model, DistributedDataParallel):
+        strategy._ddp_kwargs["find_unused_parameters"] = True  # private: Lightning has no public switch after init
