@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
+from .names import check_class_names
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -147,20 +148,6 @@ def with_default_classes(argv: list[str], defaults: dict[str, str]) -> list[str]
     return insert_after_subcommand(argv, extra) if extra else argv
 
 
-def with_logger_save_dir(argv: list[str]) -> list[str]:
-    """`--trainer.logger CSVLogger` (or TensorBoardLogger) without a save_dir gets an empty one, which the CLI
-    replaces by the runs folder (jsonargparse refuses a logger that lacks a required argument)."""
-    if any(a.partition("=")[0] == "--trainer.logger.save_dir" for a in argv):
-        return argv
-    for i, arg in enumerate(argv):
-        flag, eq, value = arg.partition("=")
-        at = i + 1 if eq else i + 2
-        value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
-        if flag == "--trainer.logger" and value.rpartition(".")[2] in ("CSVLogger", "TensorBoardLogger"):
-            return [*argv[:at], "--trainer.logger.save_dir=", *argv[at:]]
-    return argv
-
-
 def class_help(argv: list[str]) -> list[str]:
     """`fit --model VAE --help` asks for VAE's options: jsonargparse's `--model.help VAE` (likewise for --data)."""
     if not any(a in ("-h", "--help") for a in argv):
@@ -172,4 +159,15 @@ def class_help(argv: list[str]) -> list[str]:
             if flag == f"--{key}" and value and not value.startswith(("-", "{")):
                 subcommand = subcommand_of(argv)
                 return [*([subcommand] if subcommand else []), f"--{key}.help", value]
+    return argv
+
+
+def checked_argv(argv: list[str]) -> list[str]:
+    """`argv` with `--model X --help` turned into X's help, after the checks that say in one line what is wrong:
+    class names that resolve to nothing, import paths whose module or class is missing, config files that are not
+    mappings."""
+    argv = class_help(argv)
+    check_class_names(argv)
+    check_import_paths(argv)
+    check_config_files(argv)
     return argv

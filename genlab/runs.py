@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 
 import yaml
-from jsonargparse import Namespace
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from .callbacks.base import resolve_class
@@ -22,7 +21,6 @@ from .errors import GenlabError
 from .io import load_checkpoint
 
 RUN_FOLDER_ENV = "GENLAB_RUN_FOLDER"  # rank 0's run folder, for the DDP ranks Lightning starts after it
-RUNS_NAME = "lightning_logs"  # Lightning's own name for the experiment folder under default_root_dir
 MAY_CHANGE_ON_RESUME = frozenset({"lr"})
 LINKED = frozenset({"image_shape", "num_classes"})  # set from the datamodule, never by the user
 
@@ -155,40 +153,3 @@ def shared_run_folder() -> Path | None:
     if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(RUN_FOLDER_ENV):
         return Path(os.environ[RUN_FOLDER_ENV])
     return None
-
-
-FOLDER_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers writing to save_dir/name/version_N
-
-
-def logger_kind(logger: object) -> str | None:
-    """The class name of a logger given in the config (None, True: Lightning's default TensorBoardLogger)."""
-    if logger is None or logger is True:
-        return "TensorBoardLogger"
-    class_path = logger.get("class_path") if hasattr(logger, "get") else None
-    return class_path.rpartition(".")[2] if isinstance(class_path, str) else None
-
-
-def runs_parent(logger: object, root: Path) -> Path | None:
-    """Where this logger's `version_N` folders live (`<save_dir>/<name>`), or None for a logger genlab leaves
-    alone (several loggers, a custom class)."""
-    kind = logger_kind(logger)
-    init = (logger.get("init_args") or {}) if hasattr(logger, "get") else {}
-    if kind in FOLDER_LOGGERS:
-        return Path(init.get("save_dir") or root) / (init.get("name") or RUNS_NAME)
-    if kind == "WandbLogger":
-        return root / RUNS_NAME
-    return None
-
-
-def logger_for_run(logger: object, folder: Path) -> object:
-    """The logger config writing into `folder`: TensorBoard/CSV at version N of it, W&B with it as save_dir."""
-    kind = logger_kind(logger)
-    if kind in FOLDER_LOGGERS:
-        init = dict(vars(logger.get("init_args") or Namespace())) if hasattr(logger, "get") else {}
-        init.update(save_dir=str(folder.parent.parent), name=folder.parent.name, version=version_of(folder))
-        return Namespace(class_path=f"lightning.pytorch.loggers.{kind}", init_args=Namespace(**init))
-    if kind == "WandbLogger":
-        init = dict(vars(logger.get("init_args") or Namespace()))
-        init["save_dir"] = str(folder)
-        return Namespace(class_path="lightning.pytorch.loggers.WandbLogger", init_args=Namespace(**init))
-    return logger

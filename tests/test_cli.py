@@ -108,3 +108,43 @@ def test_missing_data_fails_fast_naming_folder_and_files(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "SVHN" in result.stderr and str(tmp_path) in result.stderr and "train_32x32.mat" in result.stderr
+
+
+MY_MODEL = '''
+import torch
+from lightning import LightningModule
+from torch import nn
+
+
+class MyVAE(LightningModule):
+    """A model written outside genlab, known to it by nothing but its import path."""
+
+    def __init__(self, image_shape: tuple[int, int, int] = (1, 8, 8), latent_dim: int = 2) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        size = image_shape[0] * image_shape[1] * image_shape[2]
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(size, latent_dim), nn.Linear(latent_dim, size))
+
+    def training_step(self, batch, batch_idx):
+        x = batch[0]
+        return ((self.net(x) - x.flatten(1)) ** 2).sum(1).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), 1e-3)
+'''
+
+
+def test_a_model_written_outside_genlab_trains_by_import_path(tmp_path, monkeypatch):
+    (tmp_path / "mymod.py").write_text(MY_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # fast_dev_run logs nowhere: the loss-curve figure lands in the current folder
+    cli = main(["fit", "--model", "mymod.MyVAE", "--model.latent_dim=3", "--trainer.fast_dev_run", "1",
+                "--data=FakeImages", "--data.image_shape=[1, 8, 8]", "--data.size=16", "--data.batch_size=8",
+                f"--trainer.default_root_dir={tmp_path}", *QUIET])
+    assert type(cli.model).__name__ == "MyVAE" and cli.model.hparams.latent_dim == 3
+    assert cli.trainer.global_step == 1
+    # once imported, its short name resolves too: no registry to add it to
+    again = main(["fit", "--model=MyVAE", "--trainer.fast_dev_run=1", "--data=FakeImages",
+                  "--data.image_shape=[1, 8, 8]", "--data.size=16", "--data.batch_size=8",
+                  f"--trainer.default_root_dir={tmp_path}", *QUIET])
+    assert type(again.model) is type(cli.model)

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from genlab import datamodules, models
-from genlab.cli import GenlabCLI, data_names, model_names
+from genlab.cli import GenlabCLI
+from genlab.names import data_names, model_names
 
 LINKED = {"image_shape", "num_classes"}  # filled from the datamodule by the CLI
 

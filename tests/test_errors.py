@@ -168,7 +168,7 @@ def test_the_shell_gets_one_error_line_and_a_nonzero_status(case, tmp_path, vae_
 def test_wandb_online_without_a_key_fails_at_once(tmp_path, monkeypatch):
     from lightning.pytorch.loggers import WandbLogger
 
-    from genlab.cli import wandb_offline_without_key
+    from genlab.loggers import wandb_mode
     from genlab.errors import GenlabError
 
     monkeypatch.setenv("WANDB_MODE", "online")
@@ -176,4 +176,4 @@ def test_wandb_online_without_a_key_fails_at_once(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
     with pytest.raises(GenlabError, match="WANDB_MODE=online but no W&B API key"):
-        wandb_offline_without_key([WandbLogger(save_dir=str(tmp_path))])
+        wandb_mode([WandbLogger(save_dir=str(tmp_path))])

@@ -14,8 +14,11 @@ from torch import nn
 NETWORKS = ("encoder", "decoder", "generator", "discriminator", "prior", "body", "head")
 
 
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
 def has_conv(module: nn.Module) -> bool:
-    return any(isinstance(layer, nn.modules.conv._ConvNd) for layer in module.modules())
+    return any(isinstance(layer, CONVOLUTIONS) for layer in module.modules())
 
 
 def compile_networks(model: nn.Module, networks: Sequence[str] = NETWORKS, mode: str | None = None,

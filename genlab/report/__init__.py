@@ -4,6 +4,7 @@ The page holds the run's configuration (from `config.yaml`, else `hparams.yaml`)
 value of every logged scalar (from `metrics.csv` or TensorBoard event files) and of `test_metrics.json` when present,
 loss curves drawn from those scalars, and every PNG under `figures/` (the latest epoch of each figure large, the
 earlier ones as a strip). Images are base64-embedded and the CSS is inline: the file opens anywhere, offline.
+`genlab plot` (`plot.py`, beside it) draws one figure of a trained run.
 """
 
 import argparse

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from .arguments import class_flag, names_class
-from .callbacks import FIGURES
-from .errors import GenlabError, UsageError
-from .io import load_checkpoint
-from .runs import checkpoint_settings, read_run_config, run_folder_of, trusted_class
+from ..arguments import class_flag, names_class
+from ..callbacks import FIGURES
+from ..errors import GenlabError, UsageError
+from ..io import load_checkpoint
+from ..run_control import check_image_shape
+from ..runs import checkpoint_settings, read_run_config, run_folder_of, trusted_class
 
 CLI_PREFIXES = ("--model", "--data", "--trainer", "--seed_everything")
 
@@ -67,7 +68,7 @@ def main(argv: list[str]) -> Path:
     parser.add_argument("--out_dir", help="folder for the PNG (default: <run>/plots)")
     parser.add_argument("--split", default="val", choices=("val", "test"), help="where real images come from")
     known, rest = parser.parse_known_args(argv)
-    from .cli import check_image_shape, main as cli_main  # the CLI imports this module
+    from ..cli import main as cli_main  # the CLI imports this module
 
     cli_args = [a for i, a in enumerate(rest) if a.startswith(CLI_PREFIXES)
                 or (i > 0 and rest[i - 1].startswith(CLI_PREFIXES) and "=" not in rest[i - 1]
