@@ -1,9 +1,10 @@
 """Datamodules: float images in [0, 1], (C, H, W), batches (x, y); each exposes image_shape, num_classes and
 class_names."""
 
-from .base import DatasetCorruptError, DatasetNotFoundError, ImageDataModule, default_root
+from .base import ImageDataModule, default_root
 from .celeba import CelebA
 from .cifar import CIFAR10
+from .dataset_errors import DatasetCorruptError, DatasetNotFoundError
 from .fake import FakeImages
 from .frey import FreyFaces
 from .imagefolder import ImageFolder

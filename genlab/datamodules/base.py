@@ -6,9 +6,6 @@ whole batches gathered by index, converted to float images in [0, 1] per batch o
 """
 
 import os
-import pickle
-import struct
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +14,12 @@ import torch
 from lightning import LightningDataModule
 from lightning.pytorch.trainer.states import TrainerStatus
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from .loader import BatchLoader, EpochOrder
+from ..errors import GenlabError
+from .dataset_errors import READ_ERRORS, DatasetCorruptError, DatasetNotFoundError
+from .in_memory import InMemoryImages
+from .loader import BatchLoader, EpochOrder, ItemLoader, SkipUnreadable
 
 # Which splits each Lightning stage needs; None (a direct call) builds everything.
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",),
@@ -30,78 +30,6 @@ SPLIT_STAGE = {"train": "fit", "val": "validate", "test": "test"}
 def default_root() -> Path:
     """Where datasets live unless `root` is given: $GENLAB_DATA, else ./data."""
     return Path(os.environ.get("GENLAB_DATA") or "data")
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset's files are missing (or fail their checks); the message says where we looked and how to fix it."""
-
-    def __init__(self, dataset: str, folder: Path, expected: Sequence[str], detail: str = "") -> None:
-        self.dataset, self.folder, self.expected, self.detail = dataset, Path(folder), list(expected), detail
-        super().__init__(
-            f"{dataset}: dataset not found in {folder}" + (f" ({detail})" if detail else "") + ".\n"
-            f"  Expected there: {', '.join(expected)}.\n"
-            f"  Fix: put those files in that folder, point GENLAB_DATA (or --data.root) at the folder that holds "
-            f"them, or run once with --data.download true on a machine with internet access."
-        )
-
-    def __reduce__(self) -> tuple:  # rebuilt from its own arguments, so it survives pickling (e.g. across processes)
-        return type(self), (self.dataset, self.folder, self.expected, self.detail)
-
-
-class DatasetCorruptError(DatasetNotFoundError):
-    """A dataset file is there but cannot be read (truncated download, bad .mat, corrupt pickle): re-fetch it."""
-
-    def __init__(self, dataset: str, path: Path, detail: str = "") -> None:
-        self.dataset, self.path, self.detail = dataset, Path(path), detail
-        self.folder, self.expected = self.path.parent, [self.path.name]
-        FileNotFoundError.__init__(
-            self, f"{dataset}: {path} is truncated or corrupt" + (f" ({detail})" if detail else "") + ".\n"
-            f"  Fix: delete it and fetch it again (--data.download true on a machine with internet access), or copy "
-            f"a complete copy into {self.folder}.")
-
-    def __reduce__(self) -> tuple:
-        return type(self), (self.dataset, self.path, self.detail)
-
-
-# What reading a cut or damaged file raises (gzip, zlib, pickle, scipy's .mat reader, our idx parser).
-READ_ERRORS = (EOFError, zlib.error, pickle.UnpicklingError, struct.error, OSError, ValueError, TypeError, KeyError,
-               IndexError)
-
-
-class InMemoryImages(Dataset):
-    """uint8 images (N, C, H, W) and int64 labels (N,) in memory, served as (float image in [0, 1], label).
-
-    With `rows`, only those rows of the tensors belong to this dataset: train and val then share one decoded copy
-    of the file's images instead of each holding their own (peak host memory stays near the uint8 size).
-    """
-
-    def __init__(self, images: Tensor, labels: Tensor | None = None, rows: Tensor | None = None) -> None:
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        self.source, self.rows = images, rows
-        # Unlabelled datasets still yield (x, y) so every model sees the same batch structure.
-        self.source_labels = torch.zeros(len(images), dtype=torch.long) if labels is None else labels.long()
-
-    @property
-    def images(self) -> Tensor:
-        """This dataset's images (a copy when it holds only some rows of its tensors)."""
-        return self.source if self.rows is None else self.source[self.rows]
-
-    @property
-    def labels(self) -> Tensor:
-        return self.source_labels if self.rows is None else self.source_labels[self.rows]
-
-    def __len__(self) -> int:
-        return len(self.source) if self.rows is None else len(self.rows)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        row = index if self.rows is None else self.rows[index]
-        return self.source[row].float() / 255, self.source_labels[row]
-
-    def head(self, n: int) -> tuple[Tensor, Tensor]:
-        """The first n images (uint8) and labels."""
-        rows = slice(0, n) if self.rows is None else self.rows[:n]
-        return self.source[rows], self.source_labels[rows].clone()
 
 
 class ImageDataModule(LightningDataModule):
@@ -124,8 +52,9 @@ class ImageDataModule(LightningDataModule):
         on_device: keep each whole uint8 split on the model's device (e.g. the GPU), so batches never cross the bus;
             costs the dataset's size in device memory (MNIST 47 MB, SVHN 226 MB).
 
-    Serving: the training order is a permutation drawn from (seed, epoch) alone, so a resumed run sees the same
-    batches; under DDP each rank takes a disjoint block of it, all blocks of equal length. Validation and test run
+    Serving: the training order is a permutation drawn from (seed, the run's `--seed_everything`, epoch) alone, so a
+    resumed run sees the same batches and runs that differ in either seed see other orders (the split follows `seed`
+    alone); under DDP each rank takes a disjoint block of it, all blocks of equal length. Validation and test run
     in file order. Batches leave the loader as uint8 and become float in [0, 1] in `on_after_batch_transfer`, on
     the model's device (`transform_batch`: also where MNIST's dynamic binarisation happens); iterated outside a
     running Trainer, the loaders yield float batches themselves.
@@ -135,6 +64,7 @@ class ImageDataModule(LightningDataModule):
     num_classes: int | None = None
     class_names: list[str] | None = None  # what label k means (legends, conditional grids); None: just k
     official_val: bool = False  # True when the dataset ships its own validation split
+    on_bad_file: str = "error"  # an unreadable file met while serving (datasets decoded per item): "warn" skips it
 
     def __init__(self, root: str | None = None, batch_size: int = 128, num_workers: int = 0,
                  val_fraction: float = 0.1, seed: int = 0, verify: bool = True, download: bool = False,
@@ -272,10 +202,10 @@ class ImageDataModule(LightningDataModule):
             raise ValueError(f"the {split} split of {type(self).__name__} is empty")
         driven = self._driven_by_trainer()
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if driven else (0, 1)
-        order = EpochOrder(len(dataset), shuffle, self.seed, rank, world)
+        order = EpochOrder(len(dataset), shuffle, self.seed, rank, world, run_seed())
         if not isinstance(dataset, InMemoryImages):  # lazily decoded (CelebA): per-item loading in workers
-            return DataLoader(dataset, batch_size=self.batch_size, sampler=order, num_workers=self.num_workers,
-                              persistent_workers=self.num_workers > 0)
+            return ItemLoader(dataset, batch_size=self.batch_size, sampler=order, num_workers=self.num_workers,
+                              persistent_workers=self.num_workers > 0, collate_fn=self.skip_unreadable())
         images, labels, rows = dataset.source, dataset.source_labels, dataset.rows
         if self.on_device and driven:  # one device copy per decoded tensor: train and val share theirs
             device = self.trainer.strategy.root_device
@@ -317,5 +247,18 @@ class ImageDataModule(LightningDataModule):
         if isinstance(dataset, InMemoryImages):
             images, labels = dataset.head(n)
             return self.transform_batch(images, train=False), labels
-        items = [dataset[i] for i in range(min(n, len(dataset)))]
-        return torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items], dtype=torch.long)
+        first = Subset(dataset, range(min(n, len(dataset))))
+        batch = next(iter(ItemLoader(first, batch_size=len(first), collate_fn=self.skip_unreadable())), None)
+        if batch is None:
+            raise GenlabError(f"none of the first {len(first)} {split} images of {type(self).__name__} can be read")
+        return batch[0], batch[1].long()
+
+    def skip_unreadable(self) -> SkipUnreadable:
+        """What the loaders of datasets decoded per item do with a file they cannot read (`on_bad_file`)."""
+        return SkipUnreadable(self.on_bad_file, type(self).__name__)
+
+
+def run_seed() -> int | None:
+    """The run's global seed: what `seed_everything` (the CLI's `--seed_everything`) exported as PL_GLOBAL_SEED."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed else None

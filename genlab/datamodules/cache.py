@@ -22,12 +22,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from lightning.pytorch.utilities import rank_zero_warn
 from tqdm import tqdm
 
 from ..errors import GenlabError
-from .base import READ_ERRORS
+from .dataset_errors import READ_ERRORS
 
 FORMAT_VERSION = 1  # bump when the decoding itself changes, so old caches are not reused
+SHOWN_BAD_FILES = 3  # how many unreadable files a warning names
 CHUNK = 64  # files per task: enough to amortise scheduling, small enough for a smooth progress bar
 
 # What decoding a truncated, empty or non-image file raises (PIL: OSError incl. UnidentifiedImageError, SyntaxError,
@@ -110,7 +112,7 @@ def decoded_images(root: Path, files: Sequence[str], decode: Decode, item_shape:
     bad: dict[int, str] = {}
     stop = threading.Event()
 
-    def decode_rows(start: int) -> int:
+    def decode_rows(start: int, images: np.ndarray = images) -> int:
         rows = range(start, min(start + CHUNK, len(files)))
         for row in rows:
             if stop.is_set():
@@ -132,7 +134,7 @@ def decoded_images(root: Path, files: Sequence[str], decode: Decode, item_shape:
             row = min(bad)
             raise GenlabError(f"cannot read {root / files[row]} ({bad[row]}); {bad_file_hint or 'remove it'}")
         images.flush()
-        del images
+        del images, decode_rows  # unmaps the file before it is renamed
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
@@ -154,3 +156,18 @@ def remove_stale(cache_dir: Path, settings_key: str, keep: str) -> None:
     for old in cache_dir.glob(f"{settings_key}-*"):
         if old.stem != keep and old.suffix in (".npy", ".json"):
             old.unlink(missing_ok=True)
+
+
+def check_bad_files(decoded: DecodedImages, root: Path, files: Sequence[str], on_bad_file: str, dataset: str,
+                    hint: str) -> None:
+    """The files of `decoded` that could not be read: a GenlabError naming the first (`on_bad_file="error"`, also for
+    a cache built earlier while skipping them), else one warning naming a few (they are left out of every split)."""
+    if not decoded.bad:
+        return
+    bad = sorted(decoded.bad.items())
+    if on_bad_file == "error":
+        raise GenlabError(f"cannot read {root / files[bad[0][0]]} ({bad[0][1]}); {hint}")
+    shown = ", ".join(f"{files[row]} ({reason})" for row, reason in bad[:SHOWN_BAD_FILES])
+    more = ", ..." if len(bad) > SHOWN_BAD_FILES else ""
+    rank_zero_warn(f"{dataset}: skipped {len(bad)} of {len(files)} files in {root} that could not be read: "
+                   f"{shown}{more}")

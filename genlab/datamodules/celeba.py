@@ -1,10 +1,12 @@
 """CelebA aligned faces from `root/celeba/`: 200k JPEGs, too many to hold in memory, decoded lazily per item or
-once into a memory-mapped uint8 cache (`cache=True`) from which batches are gathered by index."""
+once into a memory-mapped uint8 cache (`cache=True`) from which batches are gathered by index. Unreadable (cut,
+empty) JPEGs are skipped with one warning each, or stop the run with one line (`on_bad_file`), on either path."""
 
 import os
 import warnings
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -14,8 +16,10 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets, transforms
 from torchvision.datasets.celeba import CSV
 
-from .base import ImageDataModule, InMemoryImages
-from .cache import DecodedImages, decoded_images, default_cache_dir
+from .base import ImageDataModule
+from .cache import DECODE_ERRORS, DecodedImages, check_bad_files, decoded_images, default_cache_dir
+from .in_memory import InMemoryImages
+from .loader import Unreadable
 
 PARTITION = "list_eval_partition.txt"
 
@@ -55,9 +59,23 @@ class _CelebAFiles(datasets.CelebA):
     def __len__(self) -> int:
         return len(self.filename)
 
+    def read(self, index: int) -> tuple[Tensor, int] | Unreadable:
+        """Item `index`, or `Unreadable` (its path and why) when its file cannot be decoded."""
+        path = self.image_folder / self.filename[index]
+        try:
+            return self.transform(read_rgb(path)), 0
+        except DECODE_ERRORS as error:
+            return Unreadable(str(path), f"{type(error).__name__}: {error}")
+
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        with Image.open(self.image_folder / self.filename[index]) as image:
-            return self.transform(image.convert("RGB")), 0
+        item = self.read(index)
+        if isinstance(item, Unreadable):
+            raise item.error()
+        return item
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Tensor, int] | Unreadable]:
+        """A batch's items for the DataLoader, unreadable ones included as `Unreadable` (see `SkipUnreadable`)."""
+        return [self.read(index) for index in indices]
 
 
 class CelebA(ImageDataModule):
@@ -76,13 +94,18 @@ class CelebA(ImageDataModule):
             datasets are; full CelebA is 2.5 GB at 64 px, 10 GB at 128 px, on disk, not in RAM. False: decode each
             image every time it is served, in `num_workers` DataLoader workers.
         cache_dir: folder of the decoded cache; None: `root/celeba/img_align_celeba/.genlab_cache`.
+        on_bad_file: a JPEG that cannot be decoded (cut, empty): "warn" leaves it out (one warning naming it; with
+            `cache`, of every split, else of the batch it was met in), "error" stops with one line naming it.
     """
 
     official_val = True
 
     def __init__(self, image_size: int = 64, crop: int = 148, cache: bool = False, cache_dir: str | None = None,
-                 **kwargs) -> None:
+                 on_bad_file: Literal["warn", "error"] = "warn", **kwargs) -> None:
         super().__init__(**kwargs)
+        if on_bad_file not in ("warn", "error"):
+            raise ValueError(f"on_bad_file must be warn or error, got {on_bad_file!r}")
+        self.on_bad_file = on_bad_file
         self._official: dict[str, _CelebAFiles] = {}
         self._held_out: dict[str, Tensor] | None = None
         if image_size < 1 or crop < 1:
@@ -158,8 +181,9 @@ class CelebA(ImageDataModule):
         names = [dataset.dataset.filename[i] for i in dataset.indices] if isinstance(dataset, Subset) else \
             dataset.filename
         row = {name: i for i, name in enumerate(self.cached_names)}
+        rows = [row[name] for name in names if row[name] not in self.decoded.bad]  # unreadable files left out
         images = torch.from_numpy(self.decoded.images)  # shares the mapping: only the rows gathered are read
-        return InMemoryImages(images, None, torch.tensor([row[name] for name in names], dtype=torch.long))
+        return InMemoryImages(images, None, torch.tensor(rows, dtype=torch.long))
 
     @cached_property
     def cached_names(self) -> list[str]:
@@ -171,11 +195,14 @@ class CelebA(ImageDataModule):
         """The decoded cache (`cache=True`), built on first use: by `prepare_data` under a Trainer."""
         folder = self.official("train").image_folder
         settings = {"image_size": self.image_size, "crop": self.crop}
-        return decoded_images(folder, self.cached_names, lambda path: decode_face(path, self.crop, self.image_size),
-                              self.image_shape, {"dataset": "CelebA", **settings},
-                              self.cache_dir or default_cache_dir(folder), stop_on_bad=True,
-                              bad_file_hint="delete it and copy a complete one from the official archive",
-                              desc=f"decoding CelebA at {self.image_size}px")
+        hint = ("delete it and copy a complete one from the official archive, or pass --data.on_bad_file warn to "
+                "skip unreadable files")
+        decoded = decoded_images(folder, self.cached_names, lambda path: decode_face(path, self.crop, self.image_size),
+                                 self.image_shape, {"dataset": "CelebA", **settings},
+                                 self.cache_dir or default_cache_dir(folder), stop_on_bad=self.on_bad_file == "error",
+                                 bad_file_hint=hint, desc=f"decoding CelebA at {self.image_size}px")
+        check_bad_files(decoded, folder, self.cached_names, self.on_bad_file, "CelebA", hint)
+        return decoded
 
     def prepare_data(self) -> None:
         super().prepare_data()
@@ -188,9 +215,16 @@ class CelebA(ImageDataModule):
 
 def decode_face(path: Path, crop: int, image_size: int) -> np.ndarray:
     """One CelebA JPEG -> uint8 (3, image_size, image_size): centre `crop` square, then an antialiased resize."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
+    image = read_rgb(path)
     width, height = image.size
     left, top = round((width - crop) / 2), round((height - crop) / 2)  # as torchvision's CenterCrop
     image = image.crop((left, top, left + crop, top + crop)).resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def read_rgb(path: Path) -> Image.Image:
+    """One image file decoded as RGB; an empty file says so (PIL only says it cannot identify it)."""
+    if path.stat().st_size == 0:
+        raise OSError("empty file (0 bytes)")
+    with Image.open(path) as image:
+        return image.convert("RGB")

@@ -9,7 +9,8 @@ from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
 from ..io import CorruptFileError, load_pickle
-from .base import DatasetCorruptError, ImageDataModule
+from .base import ImageDataModule
+from .dataset_errors import DatasetCorruptError
 
 
 class CIFAR10(ImageDataModule):

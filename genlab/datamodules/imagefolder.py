@@ -8,19 +8,18 @@ from typing import Literal
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import GenlabError
-from .base import ImageDataModule, InMemoryImages
-from .cache import DecodedImages, decoded_images, default_cache_dir
+from .base import ImageDataModule
+from .cache import DecodedImages, check_bad_files, decoded_images, default_cache_dir
+from .in_memory import InMemoryImages
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 WHITE = (255, 255, 255, 255)  # what transparent pixels become
 PAD_VALUE = 0  # the border of resize="pad"
-SHOWN_BAD_FILES = 3  # how many unreadable files the warning names
 
 
 def decode_image(path: Path, image_size: int, channels: int, resize: str) -> np.ndarray:
@@ -174,15 +173,7 @@ class ImageFolder(ImageDataModule):
                                  self.cache_dir or default_cache_dir(self.root), self.decode_workers,
                                  stop_on_bad=self.on_bad_file == "error", bad_file_hint=hint,
                                  desc=f"decoding {self.root}")
-        if decoded.bad and self.on_bad_file == "error":  # a cache built earlier in "warn" mode
-            row = min(decoded.bad)
-            raise GenlabError(f"cannot read {self.root / self.files[row]} ({decoded.bad[row]}); {hint}")
-        if decoded.bad:
-            first = list(decoded.bad.items())[:SHOWN_BAD_FILES]
-            shown = ", ".join(f"{self.files[row]} ({reason})" for row, reason in first)
-            more = ", ..." if len(decoded.bad) > SHOWN_BAD_FILES else ""
-            rank_zero_warn(f"ImageFolder: skipped {len(decoded.bad)} of {len(self.files)} files in {self.root} that "
-                           f"could not be read: {shown}{more}")
+        check_bad_files(decoded, self.root, self.files, self.on_bad_file, "ImageFolder", hint)
         return decoded
 
     @cached_property

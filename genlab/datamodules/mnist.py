@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
-from .base import ImageDataModule, InMemoryImages
+from .base import ImageDataModule
+from .in_memory import InMemoryImages
 
 
 def read_idx(path: Path) -> Tensor:
