@@ -3,13 +3,15 @@
 Two models, batch 100, one intra-op thread on the CPU: the MLP VAE on MNIST-shaped FakeImages (1, 28, 28) and the
 course ConvVAE (three stride-2 convs 32/64/128, latent 128) on (3, 32, 32). Each setting fits `--steps` steps with
 `Trainer.fit` (no logger, checkpoints or validation, so the guard is not hidden behind them); the time from step
-`--warmup` to the end is divided by the steps. Settings run interleaved for `--rounds` rounds, and the overhead is
+`--warmup` to the end is divided by the steps. Settings run interleaved for `--rounds` rounds (each round starting
+with the next setting, as a first run is often slower), and the overhead is
 the median over rounds of (on - off) / off: on a shared machine the load drifts, which interleaving cancels.
 A loaded machine still blurs a 1 % difference, so the guard's hooks are also timed inside each step of a plain loop
 (forward, backward, Adam): "hooks" is their time over the rest of the step, summed over the steps -- measured within
 the same steps, so drift cancels, and without Lightning's own per-step work, so it overstates the share in a fit.
-`--old PATH` adds the `NonFiniteGuard` defined in that file (e.g. a previous version, written out with
-`git show REV:genlab/callbacks/reliability.py > old.py`).
+Settings: "off", "on" (the defaults for the device) and "on, gradients every step" (on the CPU the gradients are
+otherwise checked every `log_every_n_steps` steps). `--old PATH` adds the `NonFiniteGuard` defined in that file
+(e.g. a previous version, written out with `git show REV:genlab/callbacks/reliability.py > old.py`).
 
     python benchmarks/guard.py                     # CPU
     python benchmarks/guard.py --device cuda --threads 4
@@ -78,11 +80,13 @@ def hook_share(make, shape, guard_type: type, steps: int, warmup: int, device: s
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.rand(BATCH, *shape, device=device).round()
     batch = (x, torch.zeros(BATCH, dtype=torch.long, device=device))
-    guard, trainer = guard_type(), SimpleNamespace(precision_plugin=SimpleNamespace(), callback_metrics={})
+    guard = guard_type()
+    trainer = SimpleNamespace(precision_plugin=SimpleNamespace(), callback_metrics={}, current_epoch=0, global_step=0,
+                              log_every_n_steps=50)
     in_hooks = total = 0.0
     for step in range(steps):
         sync(device)
-        start = time.perf_counter()
+        start, trainer.global_step = time.perf_counter(), step
         optimizer.zero_grad()
         loss = model.loss(*batch)["loss"]
         hook = time.perf_counter()
@@ -125,13 +129,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--old", help="a reliability.py whose NonFiniteGuard is measured too")
+    parser.add_argument("--models", choices=["all", "mlp", "conv"], default="all")
     parser.add_argument("--hooks_only", action="store_true", help="only the in-loop timing of the hooks")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    guards = {"off": lambda: None, "on": NonFiniteGuard}
+    guards = {"off": lambda: None, "on": NonFiniteGuard,
+              "on, gradients every step": lambda: NonFiniteGuard(gradients_every_n_steps=1)}
     if args.old:
         guards["old"] = old_guard(args.old)
     for name, (shape, make) in MODELS.items():
+        if args.models != "all" and not name.lower().startswith({"mlp": "mlp", "conv": "course"}[args.models]):
+            continue
         shares = {setting: hook_share(make, shape, guard, args.steps, args.warmup, args.device)
                   for setting, guard in guards.items() if setting != "off"}
         print(f"{name} on {args.device}, batch {BATCH}, {args.threads} thread(s), hooks: "
@@ -140,9 +148,10 @@ def main() -> None:
         if args.hooks_only:
             continue
         times: dict[str, list[float]] = {setting: [] for setting in guards}
-        for _ in range(args.rounds):
-            for setting, guard in guards.items():
-                times[setting].append(step_time(make, shape, guard(), args.steps, args.warmup, args.device))
+        order = list(guards)
+        for round_ in range(args.rounds):  # each round starts with another setting: no setting always runs first
+            for setting in order[round_ % len(order):] + order[:round_ % len(order)]:
+                times[setting].append(step_time(make, shape, guards[setting](), args.steps, args.warmup, args.device))
         line = [f"{name} on {args.device}, batch {BATCH}, {args.threads} thread(s): off {min(times['off']) * 1e3:.2f}"
                 f" ms/step (best of {args.rounds})"]
         for setting in guards:

@@ -31,11 +31,8 @@ PyTorch loop over the same batches calling `VAE.loss`, plus one validation pass)
 
 import argparse
 import importlib.util
-import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +42,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # genlab from this checkout, installed or not
+
+from timing import current_rss_mb, fit_clock, plain_loop, report, rss_mb, run_child, timed  # noqa: E402
 
 BATCH, LR, SHAPE = 128, 1e-3, (3, 32, 32)
 SVHN_FILE = "train_32x32.mat"
@@ -72,39 +71,6 @@ def make_model(device: str):
     return ConvVAE(SHAPE, latent_dim=128, widths=(32, 64, 128), lr=LR).to(device)
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def plain_loop(model, batches, device: str, steps: int, warmup: int, bf16: bool) -> float:
-    """Seconds for `steps - warmup` steps of forward/backward/Adam over `batches` (an iterator of (x, y))."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    model.train()
-    for step in range(steps):
-        if step == warmup:
-            sync(device)
-            start = time.perf_counter()
-        x, _ = next(batches)
-        x = x.to(device, non_blocking=True)
-        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
-            loss = model.loss(x)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    sync(device)
-    return time.perf_counter() - start
-
-
 def course(root: Path, device: str, steps: int, warmup: int, bf16: bool, workers: int) -> float:
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
@@ -119,7 +85,7 @@ def course(root: Path, device: str, steps: int, warmup: int, bf16: bool, workers
     def forever():
         while True:
             yield from loader
-    return plain_loop(make_model(device), forever(), device, steps, warmup, bf16)
+    return plain_loop(make_model(device), forever(), device, steps, warmup, bf16, LR)
 
 
 def ceiling(device: str, steps: int, warmup: int, bf16: bool) -> float:
@@ -129,25 +95,15 @@ def ceiling(device: str, steps: int, warmup: int, bf16: bool) -> float:
     def same():
         while True:
             yield batch
-    return plain_loop(make_model(device), same(), device, steps, warmup, bf16)
+    return plain_loop(make_model(device), same(), device, steps, warmup, bf16, LR)
 
 
 def genlab_fit(root: Path, device: str, steps: int, warmup: int, bf16: bool, on_device: bool) -> float:
-    from lightning import Callback, Trainer
+    from lightning import Trainer
 
     from genlab.datamodules import SVHN
 
-    class Clock(Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.global_step == warmup:
-                sync(device)
-                self.start = time.perf_counter()
-
-        def on_train_end(self, trainer, pl_module):
-            sync(device)
-            self.seconds = time.perf_counter() - self.start
-
-    clock = Clock()
+    clock = fit_clock(warmup, device)
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
     trainer = Trainer(accelerator=accelerator, devices=1, max_steps=steps, precision="bf16-mixed" if bf16 else "32",
                       limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
@@ -181,7 +137,7 @@ def mlp_loop(root: Path | None, steps: int, warmup: int) -> tuple[float, float]:
     def forever():
         while True:
             yield from loader
-    seconds = plain_loop(model, forever(), "cpu", steps, warmup, bf16=False) / (steps - warmup)
+    seconds = plain_loop(model, forever(), "cpu", steps, warmup, False, LR) / (steps - warmup)
     model.eval()
     start = time.perf_counter()
     with torch.no_grad():
@@ -190,41 +146,11 @@ def mlp_loop(root: Path | None, steps: int, warmup: int) -> tuple[float, float]:
     return seconds, time.perf_counter() - start
 
 
-class FitClock:
-    """A Lightning callback (built lazily): seconds per training step from `warmup` on, and the epoch's end."""
-
-    def __new__(cls, warmup: int):
-        from lightning import Callback
-
-        class Clock(Callback):
-            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-                if trainer.global_step == warmup:
-                    self.start = time.perf_counter()
-
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-                self.steps, self.last = trainer.global_step - warmup, time.perf_counter()
-
-            def on_train_end(self, trainer, pl_module):
-                self.step_s = (self.last - self.start) / self.steps
-                self.end_s = time.perf_counter() - self.last  # validation, figures, checkpoints
-        return Clock()
-
-
 def mlp_fit(root: Path | None, steps: int, warmup: int, extra: list[str], profile: bool) -> dict:
     """`genlab fit` for one epoch of `steps` training steps; the time per step and the epoch's end."""
     from genlab import cli
-    clock, model_timer = FitClock(warmup), {}
+    clock, model_timer = fit_clock(warmup), {}
     before_fit = cli.GenlabCLI.before_fit
-
-    def timed(model, function, key):
-        def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                name = f"[model] {key} ({'training' if model.training else 'evaluation'})"
-                model_timer.setdefault(name, []).append(time.perf_counter() - start)
-        return wrapper
 
     def with_clock(self):
         before_fit(self)
@@ -232,7 +158,8 @@ def mlp_fit(root: Path | None, steps: int, warmup: int, extra: list[str], profil
         if profile:  # the model's own share of training_step: its loss vs its logging
             for name, key in (("loss", "loss"), ("_objective", "loss"), ("log", "log"), ("log_dict", "log")):
                 if hasattr(self.model, name):
-                    setattr(self.model, name, timed(self.model, getattr(self.model, name), key))
+                    setattr(self.model, name, timed(getattr(self.model, name), model_timer, lambda key=key: (
+                        f"[model] {key} ({'training' if self.model.training else 'evaluation'})")))
     cli.GenlabCLI.before_fit = with_clock
     with tempfile.TemporaryDirectory() as folder:
         args = ["fit", *MLP_MODEL, *mlp_data_args(root), "--trainer.max_epochs", "1",
@@ -287,7 +214,7 @@ def run_way(args) -> None:
     """Child process: one way on one device; prints a JSON line."""
     torch.set_num_threads(args.threads)
     if args.case == "mlp":
-        print("RESULT " + json.dumps(run_mlp_way(args)))
+        report(run_mlp_way(args))
         return
     root, bf16 = Path(args.data), args.precision == "bf16"
     base = current_rss_mb()
@@ -301,7 +228,7 @@ def run_way(args) -> None:
               "start_rss_mb": base}
     if args.device.startswith("cuda"):
         result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    print("RESULT " + json.dumps(result))
+    report(result)
 
 
 def measure(args, way: str, device: str, precision: str, data: Path | str, extra: tuple = ()) -> dict:
@@ -310,11 +237,7 @@ def measure(args, way: str, device: str, precision: str, data: Path | str, extra
                "--threads", str(args.threads), "--workers", str(args.workers), "--case", args.case, *extra]
     if args.on_device:
         command.append("--on-device")
-    done = subprocess.run(command, capture_output=True, text=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode or not lines:
-        raise RuntimeError(f"{way} on {device} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_child(command, f"{way} on {device}")
 
 
 def main() -> None:

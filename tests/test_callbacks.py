@@ -15,6 +15,7 @@ from genlab.callbacks import (FIGURES, LatentInterpolation, LatentPCA, LatentSpa
                               interpolate_latents, rank_dimensions, render_from_checkpoint)
 from genlab.callbacks.traversal import factor_correlations
 from genlab.models import ConvAE, ConvVAE
+from genlab.models.blocks import GaussianNoise
 
 
 
@@ -135,7 +136,9 @@ class VarianceToy(nn.Module):
 class KLToy(VarianceToy):
     """The same codes, but a KL per dimension that orders them differently."""
 
-    def kl_per_dim(self, x: Tensor) -> Tensor:
+    has_kl_per_dim = True
+
+    def kl_per_dim(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return torch.tensor([0.1, 5.0, 2.0])
 
 
@@ -148,7 +151,7 @@ def test_traversal_rows_follow_kl_then_fall_back_to_variance():
 
 
 def test_traversal_of_a_model_without_kl_ranks_by_variance():
-    model = ConvAE(image_shape=SHAPE, latent_dim=4, widths=(8, 16))  # kl_per_dim raises TypeError: no KL term
+    model = ConvAE(image_shape=SHAPE, latent_dim=4, widths=(8, 16))  # has_kl_per_dim is False: no KL term
     _, _, name = rank_dimensions(model, torch.rand(8, *SHAPE))
     assert name == "var"
 
@@ -156,8 +159,9 @@ def test_traversal_of_a_model_without_kl_ranks_by_variance():
 class NoisyVAE(ConvVAE):
     """A denoising variant: what the encoder sees is corrupted."""
 
-    def corrupt(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.corruption = GaussianNoise(0.3)
 
 
 def row_labels(fig) -> list[str]:
@@ -206,8 +210,8 @@ class NoLatent(LightningModule):
 def test_setup_rejects_a_model_without_the_protocol():
     with pytest.raises(TypeError, match="NoLatent lacks encode, decode, reconstruct, latent_dim"):
         LatentTraversal().setup(None, NoLatent(), "fit")
-    with pytest.raises(TypeError, match="temperature"):
-        SampleGrid(temperatures=(1.0, 2.0)).setup(None, NoLatent(), "fit")
+    with pytest.raises(TypeError, match="temperature"):  # every Sampler takes one: no signature is read at setup
+        SampleGrid(temperatures=(1.0, 2.0)).draw(NoLatent(), TinyImages())
     with pytest.raises(TypeError, match="latent_dim == 2"):
         LatentSpace2D().setup(None, tiny_vae(), "fit")
 
@@ -255,3 +259,46 @@ def test_render_from_checkpoint_writes_each_figure(run, tmp_path):
         render_from_checkpoint(ckpt, TinyImages(), "nope", tmp_path, ConvVAE)
     assert set(FIGURES) == {"samples", "reconstructions", "interpolation", "traversal", "latent_pca", "latent_2d",
                             "conditional", "codebook", "sample_pca"}
+
+
+class CountingImages(TinyImages):
+    """TinyImages that count the `val_batch` calls the figures make."""
+
+    def __init__(self) -> None:
+        super().__init__(size=24)
+        self.reads: list[int] = []
+
+    def val_batch(self, n: int) -> tuple[Tensor, Tensor]:
+        self.reads.append(n)
+        return super().val_batch(n)
+
+
+def figures_of(root: Path, share: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, bytes], list, list]:
+    """Every PNG of a two-epoch fit of a 2-D ConvVAE with the default figures (sizes for TinyImages), the val_batch
+    calls and the sizes encoded; `share=False`: each callback reads its own batch, as before `SharedImages`."""
+    import genlab.callbacks.base as base
+    if not share:
+        monkeypatch.setattr(base, "shared_images", base.data_source)
+    torch.manual_seed(0)
+    model, data, encodes = tiny_vae(latent_dim=2), CountingImages(), []
+    encode = model.encode
+    model.encode = lambda x, y=None: encodes.append(len(x)) or encode(x, y)
+    callbacks = [Reconstructions(num_images=4), LatentInterpolation(num_pairs=2, steps=5),
+                 LatentTraversal(num_dims=2, steps=5, num_images=16), LatentPCA(num_points=20),
+                 LatentSpace2D(num_points=20, grid=4)]
+    Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=0, accelerator="cpu", logger=False,
+            default_root_dir=root, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+            callbacks=callbacks).fit(model, datamodule=data)
+    pngs = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+    return pngs, data.reads, encodes
+
+
+def test_figures_draw_from_one_shared_batch_and_stay_the_same(tmp_path, monkeypatch):
+    shared, reads, encodes = figures_of(tmp_path / "shared", True, monkeypatch)
+    assert reads == [20]  # one read of the largest batch any figure asks for, for the whole run
+    assert encodes.count(20) == 2  # LatentPCA and LatentSpace2D share one encoding an epoch
+    with monkeypatch.context() as patch:
+        alone, reads, encodes = figures_of(tmp_path / "alone", False, patch)
+    assert len(reads) == 10 and encodes.count(20) == 4  # before: each callback read (and encoded) on its own
+    assert len(shared) == 10 and shared.keys() == alone.keys()
+    assert all(shared[key] == alone[key] for key in shared)  # the same pixels

@@ -2,8 +2,10 @@
 on the axes of its encoder outputs, and default_callbacks choosing them for the right models only."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.image
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from genlab.callbacks import (FIGURES, CodebookProjection, ConditionalGrid, defa
                               render_from_checkpoint)
 from genlab.callbacks.codebook import code_counts
 from genlab.callbacks.conditional import condition_region
+from genlab.callbacks.figures import log_figure, to_rgb_array
 from genlab.models.presets import CVAE, VAE, BaselineNN, ConvVAE
 from genlab.models.vqvae import VQVAE
 
@@ -184,3 +187,11 @@ def test_genlab_plot_can_render_both(runs, tmp_path):
     ckpt = next((path.parents[2] / "checkpoints").glob("*.ckpt"))  # <run>/figures/codebook/epoch=000.png
     out = render_from_checkpoint(ckpt, Digits(), "codebook", tmp_path, "genlab.models.vqvae.VQVAE", num_images=4)
     assert out == tmp_path / "codebook.png" and matplotlib.image.imread(out).std() > 0.05
+
+
+def test_logged_png_holds_the_exact_pixels(tmp_path):
+    trainer = SimpleNamespace(logger=None, loggers=[], default_root_dir=str(tmp_path), current_epoch=3, global_step=0)
+    image = torch.rand(3, 40, 50, generator=torch.Generator().manual_seed(0))
+    path = log_figure(trainer, "samples", image)  # written with fast (level 1) compression: lossless all the same
+    assert path == tmp_path / "figures" / "samples" / "epoch=003.png"
+    assert ((plt.imread(path)[..., :3] * 255).round() == to_rgb_array(image)).all()

@@ -38,6 +38,9 @@ class CodebookProjection(FigureCallback):
             raise ValueError(f"num_images={num_images} must be >= 1 and num_points={num_points} >= 2")
         self.num_images, self.num_points = num_images, num_points
 
+    def images_needed(self) -> int:
+        return self.num_images
+
     def make_figure(self, model: LightningModule, data: object) -> Figure:
         x, y = real_batch(data, self.num_images, model.device)
         z_e = model.encode_unquantized(x, y).float()

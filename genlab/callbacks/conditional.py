@@ -89,6 +89,9 @@ class ConditionalGrid(FigureCallback):
             raise ValueError(f"baseline_checkpoint={self.baseline_checkpoint!r} does not take this model's kind of "
                              f"condition: {error}") from error
 
+    def images_needed(self) -> int:
+        return max(256, self.num_conditions)
+
     def class_count(self, model: LightningModule, data: object) -> int:
         for count in (self.num_classes, getattr(data, "num_classes", None), getattr(model, "num_classes", None)):
             if count:

@@ -93,7 +93,8 @@ def log_figure(trainer: Trainer, key: str, figure_or_image: Figure | Tensor | np
     path = run_dir(trainer) / "figures" / key / f"epoch={trainer.current_epoch:03d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:  # a kill mid-write leaves no empty or cut PNG
-        plt.imsave(tmp, array, format="png")
+        # zlib level 1: the same pixels, ~10 % larger files, written 2-3x faster than the default level 6
+        plt.imsave(tmp, array, format="png", pil_kwargs={"compress_level": 1})
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.log_image(key=key, images=[str(path)], step=trainer.global_step)

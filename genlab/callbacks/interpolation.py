@@ -65,6 +65,9 @@ class LatentInterpolation(FigureCallback):
             raise ValueError(f"need num_pairs >= 1, steps >= 2 and mode in {MODES}")
         self.num_pairs, self.steps, self.mode = num_pairs, steps, mode
 
+    def images_needed(self) -> int:
+        return 2 * self.num_pairs
+
     def make_figure(self, model: LightningModule, data: object) -> Figure:
         x, y = real_batch(data, 2 * self.num_pairs, model.device)
         pairs = len(x) // 2  # a tiny validation set may hold fewer images than asked for

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..models.protocols import LatentModel
-from .base import FigureCallback, evaluating, real_batch
+from .base import FigureCallback, encoded, evaluating, real_batch
 from .figures import new_figure
 
 MAX_LEGEND_CLASSES = 10  # up to here a discrete legend reads better than a colorbar
@@ -94,9 +94,12 @@ class LatentPCA(FigureCallback):
             raise ValueError(f"num_points must be >= 2, got {num_points}")
         self.num_points, self.overlay_prior = num_points, overlay_prior
 
+    def images_needed(self) -> int:
+        return self.num_points
+
     def make_figure(self, model: LightningModule, data: object) -> Figure:
         x, y = real_batch(data, self.num_points, model.device)
-        codes = model.encode(x, y)
+        codes = encoded(model, data, x, y)
         pca = PCA2(codes)
         fig = new_figure(6.8, 5.0)
         ax = fig.add_subplot()

@@ -5,7 +5,7 @@ from lightning import LightningModule
 from matplotlib.figure import Figure
 from torchvision.utils import make_grid
 
-from .base import FigureCallback, decode_condition, real_batch
+from .base import FigureCallback, decode_condition, encoded, real_batch
 from .figures import new_figure
 from .latent_pca import legend, scatter_by_label
 
@@ -30,9 +30,12 @@ class LatentSpace2D(FigureCallback):
         if model.latent_dim != 2:
             raise TypeError(f"LatentSpace2D needs latent_dim == 2; {type(model).__name__} has {model.latent_dim}")
 
+    def images_needed(self) -> int:
+        return self.num_points
+
     def make_figure(self, model: LightningModule, data: object) -> Figure:
         x, y = real_batch(data, self.num_points, model.device)
-        codes = model.encode(x, y).float().cpu()
+        codes = encoded(model, data, x, y).float().cpu()
         span = self.span or max(3.0, float(codes.abs().quantile(0.98)))
         values = torch.linspace(-span, span, self.grid)
         # Image rows run top to bottom, so z2 must decrease down the mosaic to match the scatter's y axis.

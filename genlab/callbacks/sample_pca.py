@@ -28,6 +28,9 @@ class SamplePCA(FigureCallback):
             raise ValueError(f"need num_samples >= 1 each (got {list(num_samples)}) and num_images >= 2")
         self.num_samples, self.num_images = tuple(int(n) for n in num_samples), num_images
 
+    def images_needed(self) -> int:
+        return self.num_images
+
     def make_figure(self, model: LightningModule, data: object) -> Figure:
         x, y = real_batch(data, self.num_images, model.device)
         pca = PCA2(x.flatten(1))
