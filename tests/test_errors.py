@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from genlab.cli import main
+from test_hostile_data import write_faces
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]
 FAKE = ["--data=FakeImages", "--data.image_shape=[1, 8, 8]", "--data.size=24", "--data.batch_size=8"]
@@ -117,7 +118,20 @@ CASES = {
                                 ["has no class 'Nope'", "MNIST"]),
     "checkpoint naming a foreign class": (lambda t, c: [
         "test", *FAKE, f"--ckpt_path={foreign_checkpoint(t, c)}"], ["'pwnmod.Model'", "not one of genlab's"]),
+    "FreyFaces .mat of the wrong shape": (lambda t, c: write_frey(t, np.zeros((100, 7), np.uint8)) or [
+        "fit", *VAE, "--data=FreyFaces", f"--data.root={t}"], ["shape (100, 7)", "(560, N)"]),
+    "CelebA empty JPEG": (lambda t, c: write_faces(t, bad={3: b""}) and [
+        "fit", *VAE, "--data=CelebA", f"--data.root={t}", "--data.verify=false", "--data.image_size=8",
+        "--data.crop=32", "--data.batch_size=2", "--data.on_bad_file=error"],
+        ["empty file (0 bytes)", "--data.on_bad_file warn"]),
 }
+
+
+def write_frey(root: Path, faces: np.ndarray) -> None:
+    from scipy.io import savemat
+
+    (root / "frey").mkdir()
+    savemat(root / "frey" / "frey_rawface.mat", {"ff": faces})
 
 
 def foreign_checkpoint(root: Path, checkpoint: Path) -> Path:
