@@ -102,10 +102,10 @@ class LogRecorder:
 
 
 @pytest.mark.parametrize("name", ["vae", "classifier", "gan"])
-def test_training_terms_are_logged_only_on_logging_steps_and_the_curves_keep_every_step(name):
+def test_training_terms_are_logged_only_on_logging_steps_and_the_curves_keep_every_step(name, tmp_path):
     model, curves = FAMILIES[name](), LossCurves()
     recorder = LogRecorder(model)
-    trainer = quiet_trainer(max_steps=7 * (2 if name == "gan" else 1), log_every_n_steps=3, limit_val_batches=0,
+    trainer = quiet_trainer(default_root_dir=tmp_path, max_steps=7 * (2 if name == "gan" else 1), log_every_n_steps=3, limit_val_batches=0,
                             callbacks=[curves])
     recorder.trainer = trainer
     trainer.fit(model, loader(model, n=60))  # 10 batches: the 7th is not an epoch's last
