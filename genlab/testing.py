@@ -131,6 +131,11 @@ class ModelContract:
         kind = model.condition_kind if isinstance(model, Conditional) else None
         return {"image": images, "label": labels}.get(kind)
 
+    def conditioned_batch(self, model: LightningModule) -> tuple[Tensor, Tensor | None]:
+        """`batch`'s images and the `y` the model reads with them (`condition`)."""
+        images, labels = self.batch(model)
+        return images, self.condition(model, images, labels)
+
     def loader(self, images: Tensor, labels: Tensor, batch_size: int = 16, shuffle: bool = False) -> DataLoader:
         return DataLoader(TensorDataset(images, labels), batch_size=batch_size, shuffle=shuffle)
 
@@ -148,8 +153,8 @@ class ModelContract:
             assert model.condition_kind in ("label", "image", None), model.condition_kind
         if not isinstance(model, LatentModel | Sampler):
             pytest.skip(f"{type(model).__name__} is neither a LatentModel nor a Sampler")
-        images, labels = self.batch(model)
-        shape, y = self.shape_of(model), self.condition(model, images, labels)
+        images, y = self.conditioned_batch(model)
+        shape = self.shape_of(model)
         with torch.no_grad():
             if isinstance(model, LatentModel):
                 z = model.encode(images, y)
@@ -274,8 +279,7 @@ class ModelContract:
         if self.stochastic is None:
             pytest.skip("stochastic is not declared")
         model = self.make_model().eval()
-        images, labels = self.batch(model)
-        y = self.condition(model, images, labels)
+        images, y = self.conditioned_batch(model)
         draw = lambda seed: model.reconstruct(images, y, stochastic=True,  # noqa: E731
                                               generator=torch.Generator().manual_seed(seed))
         check_images(draw(0), self.shape_of(model))
@@ -286,8 +290,7 @@ class ModelContract:
         if self.temperature_spreads is None:
             pytest.skip("temperature_spreads is not declared")
         model = self.make_model().eval()
-        images, labels = self.batch(model)
-        y = self.condition(model, images, labels)
+        _, y = self.conditioned_batch(model)
         spread = lambda t: self.draw(model, 64, y, seed=1, temperature=t)  # noqa: E731
         assert torch.equal(spread(1.0), spread(1.0))
         assert (spread(20**0.5).std() > spread(0.1).std()) == self.temperature_spreads

@@ -15,7 +15,7 @@ from genlab.callbacks.reliability import NonFiniteError, NonFiniteGuard
 from genlab.models import AE, PPCA, VAE, Classifier
 from genlab.models.gan import DCGAN, GAN
 from genlab.models.module import GenerativeModule
-from genlab.models.steps import StageSteps
+from genlab.models.module import StageSteps
 
 SHAPE = (1, 8, 8)
 FAMILIES = {

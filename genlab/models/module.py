@@ -20,8 +20,8 @@ Batch = tuple[Tensor, Tensor]
 
 
 class StageSteps:
-    """The steps, terms and logging policy of `GenerativeModule`, as a mixin placed before `LightningModule` (the
-    classes that still write `class Model(WeightsOnlyCheckpoint, StageSteps, LightningModule)`).
+    """The steps, terms and logging policy of `GenerativeModule`, as a mixin placed before `LightningModule`
+    (`training_terms` recognises genlab's modules by it).
 
     `last_terms`: the latest training step's terms, detached, by name without the stage (`{"loss": ..., "kl": ...}`).
     """
