@@ -248,7 +248,7 @@ class RandomState(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int) -> None:
         seed = stream_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
         torch.default_generator.manual_seed(seed)
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
+        if torch.cuda.is_initialized():  # not is_available(): without a GPU that asks the driver, 30 us a step
             torch.cuda.manual_seed(seed)  # the current device's generator: the one this rank's model draws from
 
     def state_dict(self) -> dict:
