@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning import Trainer
+from lightning import Callback, Trainer
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -100,6 +100,47 @@ class LogRecorder:
             self.calls.append((self.trainer.fit_loop.epoch_loop.batch_idx, name))
         return self.log(name, value, **kwargs)
 
+
+class HeldOutRecorder(LogRecorder):
+    """Every held-out (`val/`, `test/`) `self.log` call, by name."""
+
+    def __call__(self, name, value, **kwargs):
+        if not name.startswith("train/"):
+            self.calls.append(name)
+        return self.log(name, value, **kwargs)
+
+
+class SeenAtEpochEnd(Callback):
+    """What a user's callback reads from `callback_metrics` in `on_validation_epoch_end`."""
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self.seen = dict(trainer.callback_metrics)
+
+
+@pytest.mark.parametrize("stage", ["val", "test"])
+@pytest.mark.parametrize("name", ["ae", "ppca", "gan"])  # deterministic held-out losses
+def test_held_out_terms_are_logged_once_an_epoch_as_batch_weighted_means(name, stage):
+    model = FAMILIES[name]()
+    recorder, seen = HeldOutRecorder(model), SeenAtEpochEnd()
+    x, y = batch(model, 24)
+    data = DataLoader(TensorDataset(x, y), batch_size=7)  # 7, 7, 7, 3: a mean of batch means would differ
+    trainer = quiet_trainer(callbacks=[seen])
+    run = trainer.validate if stage == "val" else trainer.test
+    logged = run(model, data, verbose=False)[0]
+    assert sorted(recorder.calls) == sorted(set(recorder.calls)), recorder.calls  # one call per term per epoch
+    assert f"{stage}/loss" in recorder.calls
+    with torch.no_grad():
+        # The expected means from the same per-batch values the steps saw (GAN: same fixed held-out noise).
+        model.on_validation_epoch_start()
+        expected = {}
+        for start in range(0, 24, 7):
+            terms = {f"{stage}/{k}": v for k, v in model.loss(x[start:start + 7], y[start:start + 7]).items()}
+            for key, value in terms.items():
+                expected[key] = expected.get(key, 0.0) + float(value) * len(x[start:start + 7]) / 24
+    if name != "gan":  # a GAN's held-out loss is a different estimate from its training loss
+        assert logged[f"{stage}/loss"] == pytest.approx(expected[f"{stage}/loss"], rel=1e-5)
+    if stage == "val":
+        assert seen.seen[f"{stage}/loss"] == pytest.approx(logged[f"{stage}/loss"])
 
 @pytest.mark.parametrize("name", ["vae", "classifier", "gan"])
 def test_training_terms_are_logged_only_on_logging_steps_and_the_curves_keep_every_step(name, tmp_path):

@@ -1,16 +1,19 @@
 """`GenerativeModule`: the one LightningModule base of every family -- steps, terms and the logging policy.
 
 Each step is the family's `_shared_step(batch, stage)`, by default `loss(x, y)` then `log_terms`: every term as
-`<stage>/<name>` (detached tensors: no host sync), the loss on the progress bar, synced across ranks outside training.
-Training terms cost a `self.log` call each (about 0.5 ms on CPU), so they are logged only on the steps Lightning
-writes to its loggers (every `log_every_n_steps`, the epoch's last batch, the run's last step); the terms of every
-step stay in `last_terms`, which `NonFiniteGuard` and `LossCurves` read, so nothing they report is lost.
+`<stage>/<name>` (detached tensors: no host sync), the loss on the progress bar. A `self.log` call costs about 0.3-0.5
+ms on a CPU, so no step pays one per term: training terms are logged only on the steps Lightning writes to its
+loggers (every `log_every_n_steps`, the epoch's last batch, the run's last step), while the terms of every step stay
+in `last_terms`, which `NonFiniteGuard` and `LossCurves` read; validation and test terms are summed on the device
+(`EpochMeans`) and logged once, at the epoch's last batch, as the same batch-size-weighted means across ranks that
+per-step logging gives.
 """
 
 import torch
 from lightning import LightningModule, Trainer
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
@@ -35,10 +38,21 @@ class StageSteps:
         return self._shared_step(batch, "train")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        self._held_out_step(batch, batch_idx, "val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+        self._held_out_step(batch, batch_idx, "test")
+
+    def _held_out_step(self, batch: Batch, batch_idx: int, stage: str) -> None:
+        if batch_idx == 0:  # a new epoch: nothing left over from an interrupted one
+            self._epoch_means = EpochMeans()
+        self._shared_step(batch, stage)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_epoch_means()  # only where the last batch went unnoticed (a loader that hides its end)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch_means()
 
     def _shared_step(self, batch: Batch, stage: str) -> Tensor:
         x, y = batch
@@ -69,18 +83,57 @@ class StageSteps:
         extra = extra or {}
         if stage == "train":
             self.remember_terms({**terms, **{name.partition("/")[2]: value for name, value in extra.items()}})
-            if not is_logging_step(self._trainer):
-                return
-        sync = stage != "train"
-        self.log(f"{stage}/loss", terms["loss"].detach(), prog_bar=True, batch_size=batch_size, sync_dist=sync)
-        logged = {f"{stage}/{name}": value.detach() for name, value in terms.items() if name != "loss"}
-        self.log_dict({**logged, **extra}, batch_size=batch_size, sync_dist=sync)
+            if is_logging_step(self._trainer):
+                self.log("train/loss", terms["loss"].detach(), prog_bar=True, batch_size=batch_size)
+                self.log_dict({**{f"train/{name}": value.detach() for name, value in terms.items() if name != "loss"},
+                               **extra}, batch_size=batch_size)
+            return
+        means = getattr(self, "_epoch_means", None) or EpochMeans()
+        self._epoch_means = means
+        means.add({**{f"{stage}/{name}": value for name, value in terms.items()}, **extra}, batch_size, self.device)
+        if is_last_held_out_batch(self._trainer):
+            self.log_epoch_means()
+
+    def log_epoch_means(self) -> None:
+        """Log the held-out epoch's means so far (one `self.log` per term, synced across ranks), then forget them."""
+        means, self._epoch_means = getattr(self, "_epoch_means", None), None
+        for name, (value, count) in (means.means() if means else {}).items():
+            self.log(name, value, prog_bar=name.endswith("/loss"), batch_size=count, sync_dist=True)
 
 
 class GenerativeModule(WeightsOnlyCheckpoint, StageSteps, LightningModule):
     """Base of every genlab model: define `loss(x, y=None) -> {"loss": ..., other terms}` (nats per image where it
     is a likelihood) and `configure_optimizers`; override `_shared_step` to log extra quantities beside the terms.
     Checkpoints load weights-only (`WeightsOnlyCheckpoint`)."""
+
+
+class EpochMeans:
+    """Running batch-size-weighted sums of scalar terms on their device: `add` costs two tensor ops a term, no sync."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, values: dict[str, Tensor | float], batch_size: int, device: torch.device) -> None:
+        for name, value in values.items():
+            value = torch.as_tensor(value, device=device).detach().float() * batch_size
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+            self.counts[name] = self.counts.get(name, 0) + batch_size
+
+    def means(self) -> dict[str, tuple[Tensor, int]]:
+        """(mean, number of images) of each term."""
+        return {name: (total / self.counts[name], self.counts[name]) for name, total in self.sums.items()}
+
+
+def is_last_held_out_batch(trainer: Trainer | None) -> bool:
+    """Whether the running validation/test step is its epoch's last batch (or there is no trainer). Lightning's
+    evaluation loop knows it before the step (its one-batch prefetch); with several loaders (each logged apart,
+    under its own suffix) every batch counts as last, so their terms are logged per step as before."""
+    if trainer is None:
+        return True
+    loop = {TrainerFn.FITTING: trainer.fit_loop.epoch_loop.val_loop, TrainerFn.VALIDATING: trainer.validate_loop,
+            TrainerFn.TESTING: trainer.test_loop}[trainer.state.fn]
+    return loop.batch_progress.is_last_batch or loop.num_dataloaders > 1
 
 
 def is_logging_step(trainer: Trainer | None) -> bool:
