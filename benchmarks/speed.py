@@ -19,18 +19,19 @@ measured, else for the CPU.
 
 `--case mlp` measures genlab's per-step overhead on a model whose steps take milliseconds: the IWAE paper's VAE
 (MLP 784-200-200-50, Bernoulli, Burda et al., 2016) on dynamically binarised MNIST (real files under --root, else
-FakeImages of the same shape), 50,000 training images, batch 100, Adam 1e-3, one thread. Ways: `loop` (a bare
-PyTorch loop over the same batches calling `VAE.loss`, plus one validation pass), `fit` (`genlab fit` defaults) and
-`fit_nofig` (`--figures false`); `pythae` is not run (not installed here). Each fits `--steps` steps, timed from
-`--warmup` on, and one full validation pass; seconds per epoch = 500 x seconds per step + the epoch's end
-(validation, and for `fit` figures and checkpoints). `--profile` adds a per-step table of where a fit's time goes
-(Lightning's SimpleProfiler, and the model's `loss` vs its logging).
+FakeImages of the same shape), 50,000 training images, batch 100, Adam 1e-3. Ways: `loop` (a bare PyTorch loop over
+the same batches calling `VAE.loss`, plus one validation pass), `fit` (`genlab fit` defaults) and `fit_nofig`
+(`--figures false`); on a GPU in fp32 and bf16-mixed (`--on-device`: `--data.on_device true`). pythae's trainer is
+in `benchmarks/pythae_compare.py`. Each fits `--steps` steps, timed from `--warmup` on, and one full validation
+pass; seconds per epoch = 500 x seconds per step + the epoch's end (validation, and for `fit` figures and
+checkpoints). `--profile` adds a per-step table of where a fit's time goes (Lightning's SimpleProfiler, and the
+model's `loss` vs its logging).
 
-    python benchmarks/speed.py --case mlp --threads 1 --steps 200 --rounds 3
+    python benchmarks/speed.py --case mlp --threads 1 --steps 200 --rounds 3 --device cpu
+    python benchmarks/speed.py --case mlp --device cuda --on-device
 """
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -43,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # genlab from this checkout, installed or not
 
-from timing import current_rss_mb, fit_clock, plain_loop, report, rss_mb, run_child, timed  # noqa: E402
+from timing import current_rss_mb, fit_clock, plain_loop, report, rss_mb, run_child, sync, timed  # noqa: E402
 
 BATCH, LR, SHAPE = 128, 1e-3, (3, 32, 32)
 SVHN_FILE = "train_32x32.mat"
@@ -117,6 +118,14 @@ MLP_BATCH, MLP_TRAIN = 100, 50_000  # the IWAE paper's batch and training-set si
 MLP_MODEL = ["--model", "VAE", "--model.latent_dim", "50", "--model.hidden", "[200, 200]", "--model.lr", "0.001"]
 
 
+def device_configs(device: str) -> list[tuple[str, str]]:
+    """(device, precision) pairs to run: the CPU in fp32, and a GPU in fp32 and bf16 when asked for or present."""
+    configs = [("cpu", "fp32")] if device in ("auto", "cpu") else []
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        configs += [("cuda", "fp32"), ("cuda", "bf16")]
+    return configs
+
+
 def mlp_data_args(root: Path | None) -> list[str]:
     """`genlab fit` arguments of the MLP case's data: binarised MNIST from `root`, else FakeImages (1, 28, 28)."""
     common = ["--data.batch_size", str(MLP_BATCH), "--data.val_fraction", str(1 / 6), "--data.seed", "0"]
@@ -125,7 +134,7 @@ def mlp_data_args(root: Path | None) -> list[str]:
     return ["--data", "FakeImages", "--data.size", str(MLP_TRAIN * 6 // 5), *common]
 
 
-def mlp_loop(root: Path | None, steps: int, warmup: int) -> tuple[float, float]:
+def mlp_loop(root: Path | None, steps: int, warmup: int, device: str, bf16: bool) -> tuple[float, float]:
     """(seconds per step, seconds of one validation pass) of a bare loop over the datamodule's batches."""
     from genlab.cli import main as genlab_main
     cli = genlab_main([*MLP_MODEL, *mlp_data_args(root)], run=False)
@@ -137,19 +146,20 @@ def mlp_loop(root: Path | None, steps: int, warmup: int) -> tuple[float, float]:
     def forever():
         while True:
             yield from loader
-    seconds = plain_loop(model, forever(), "cpu", steps, warmup, False, LR) / (steps - warmup)
+    seconds = plain_loop(model.to(device), forever(), device, steps, warmup, bf16, LR) / (steps - warmup)
     model.eval()
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
         for x, y in data.val_dataloader():
-            model.loss(x, y)
+            model.loss(x.to(device), y)
+    sync(device)
     return seconds, time.perf_counter() - start
 
 
 def mlp_fit(root: Path | None, steps: int, warmup: int, extra: list[str], profile: bool) -> dict:
     """`genlab fit` for one epoch of `steps` training steps; the time per step and the epoch's end."""
     from genlab import cli
-    clock, model_timer = fit_clock(warmup), {}
+    clock, model_timer = fit_clock(warmup, "cuda" if "gpu" in extra else "cpu"), {}
     before_fit = cli.GenlabCLI.before_fit
 
     def with_clock(self):
@@ -178,9 +188,13 @@ def mlp_fit(root: Path | None, steps: int, warmup: int, extra: list[str], profil
 def run_mlp_way(args) -> dict:
     root = Path(args.data) if args.data else None
     if args.way == "loop":
-        step_s, end_s = mlp_loop(root, args.steps, args.warmup)
+        step_s, end_s = mlp_loop(root, args.steps, args.warmup, args.device, args.precision == "bf16")
         return {"step_s": step_s, "end_s": end_s}
     extra = ["--figures", "false"] if args.way == "fit_nofig" else []
+    if args.device == "cuda":
+        extra += ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
+        extra += ["--trainer.precision", "bf16-mixed"] if args.precision == "bf16" else []
+        extra += ["--data.on_device", "true"] if args.on_device else []
     return mlp_fit(root, args.steps, args.warmup, extra, args.profile)
 
 
@@ -189,17 +203,19 @@ def main_mlp(args) -> None:
     ways = ["loop", "fit", "fit_nofig"]
     print(f"MLP VAE 784-200-200-50 on {mlp_data_args(args.root)[1]} (1, 28, 28), batch {MLP_BATCH}; {args.steps} "
           f"steps ({args.warmup} warm-up) per run; CPU threads {args.threads}; load: {os.getloadavg()}; pythae: "
-          f"{'installed, not run' if importlib.util.find_spec('pythae') else 'not installed, skipped'}")
-    rounds = [{way: measure(args, way, "cpu", "fp32", args.root or "") for way in ways} for _ in range(args.rounds)]
-    epoch = {way: [steps_per_epoch * r[way]["step_s"] + r[way]["end_s"] for r in rounds] for way in ways}
-    for way in ways if rounds else []:
-        best = min(rounds, key=lambda r: r[way]["step_s"])[way]
-        print(f"{way:9s} s/epoch per round: {' '.join(f'{e:.2f}' for e in epoch[way])}; best step "
-              f"{best['step_s'] * 1e3:.2f} ms, epoch end {best['end_s']:.2f} s")
-    median = {way: statistics.median(epoch[way]) for way in ways if rounds}
-    if rounds:
-        print("ratios of median s/epoch: " + ", ".join(f"{way}/loop={median[way] / median['loop']:.2f}"
-                                                     for way in ways[1:]))
+          f"see benchmarks/pythae_compare.py")
+    for device, precision in device_configs(args.device):
+        rounds = [{way: measure(args, way, device, precision, args.root or "") for way in ways}
+                  for _ in range(args.rounds)]
+        epoch = {way: [steps_per_epoch * r[way]["step_s"] + r[way]["end_s"] for r in rounds] for way in ways}
+        for way in ways if rounds else []:
+            best = min(rounds, key=lambda r: r[way]["step_s"])[way]
+            print(f"{device} {precision} {way:9s} s/epoch per round: {' '.join(f'{e:.2f}' for e in epoch[way])}; "
+                  f"best step {best['step_s'] * 1e3:.2f} ms, epoch end {best['end_s']:.2f} s")
+        median = {way: statistics.median(epoch[way]) for way in ways if rounds}
+        if rounds:
+            print(f"{device} {precision} ratios of median s/epoch: " + ", ".join(
+                f"{way}/loop={median[way] / median['loop']:.2f}" for way in ways[1:]))
     if args.profile:
         args.way, args.steps = "fit", max(args.steps, 100)
         profile = measure(args, "fit", "cpu", "fp32", args.root or "", ["--profile"])["profile"]
@@ -270,9 +286,7 @@ def main() -> None:
     from scipy.io import whosmat
     n_images = dict((name, shape) for name, shape, _ in whosmat(data / SVHN_FILE))["X"][3]
     dataset_mb = n_images * 3 * 32 * 32 / 2**20
-    configs = [("cpu", "fp32")] if args.device in ("auto", "cpu") else []
-    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
-        configs += [("cuda", "fp32"), ("cuda", "bf16")]
+    configs = device_configs(args.device)
     print(f"SVHN-shaped data: {n_images} images, uint8 {dataset_mb:.0f} MB ({data / SVHN_FILE}); batch {BATCH}, "
           f"{args.steps} steps ({args.warmup} warm-up); CPU threads {args.threads}; load: {os.getloadavg()}")
     last = None
