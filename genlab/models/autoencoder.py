@@ -28,7 +28,7 @@ class EncoderDecoder(GenerativeModule):
     not a likelihood). Every term is logged as `train/<name>`, `val/<name>` and `test/<name>`; validation and test
     add the per-pixel `mse` and, for a model with a KL term whose likelihood is normalised for the batch,
     `neg_elbo` = recon + kl: the true negative ELBO (beta 1, no free-bits floor, no warm-up), which `loss` is only
-    when beta = 1 and free_bits = 0.
+    when beta = 1, free_bits = 0 and tc_weight = 1.
 
     The Args from `latent_dim` on are the presets' (`genlab.models.presets`, `VQVAE`), described here once for all.
 
@@ -60,6 +60,8 @@ class EncoderDecoder(GenerativeModule):
         kl_warmup_steps: optimiser steps over which the KL weight rises from 0 to `beta`; 0: no warm-up.
         kl_cycles: number of warm-up cycles within `kl_warmup_steps` (cyclical annealing; 1: plain warm-up).
         kl_cycle_ratio: share of each cycle, in (0, 1], over which the weight rises; it stays at `beta` after.
+        tc_weight: weight of the total correlation of q(z) (beta-TCVAE's beta; the objective adds tc_weight - 1 times
+            the logged `tc`); 1 is the plain VAE, >= 0 allowed, only 1 with flows.
         mixture_components: K, the logistics per channel of "logistic_mixture" (ignored by other likelihoods).
         condition: what the model is conditioned on: "label" (one-hot class) | "quarter" (lower-left quarter of
             the image) | "none" (unconditional; not for BaselineNN).

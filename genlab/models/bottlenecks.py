@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Normal
 
-from .losses import free_bits_kl, gaussian_kl, kl_annealing, standard_normal_log_prob
+from .losses import free_bits_kl, gaussian_kl, kl_annealing, minibatch_total_correlation, standard_normal_log_prob
 from .protocols import LatentPrior
 
 LOG_VAR_RANGE = (-30.0, 20.0)  # exp(-30) ~ 1e-13 and exp(20) ~ 5e8: keeps exp() finite in fp16/bf16
@@ -97,26 +97,33 @@ class GaussianBottleneck(Bottleneck):
     `kl_annealing(step, kl_warmup_steps, kl_cycles, kl_cycle_ratio)`; with `free_bits` > 0 the objective uses the
     extra term `kl_free_bits` instead, and the true `kl` is only logged: sum_d max(KL_d, free_bits) for N(0, I)
     (`free_bits_kl`), and for a learned prior, whose KL does not split by dimension, the whole code as one group
-    with floor latent_dim * free_bits (as `FlowGaussianBottleneck`).
+    with floor latent_dim * free_bits (as `FlowGaussianBottleneck`). With `tc_weight` != 1 (beta-TCVAE, Chen et al.,
+    2018, with alpha = gamma = 1) the extra term `tc`, the total correlation of the aggregate posterior at the z the
+    decoder sees (`losses.minibatch_total_correlation`), enters the objective with weight tc_weight - 1, not
+    annealed; at 1 it is neither computed nor logged, and the loss is the VAE's.
     """
 
     stochastic = True  # forward draws z ~ q(z|x); encode(h) is the mean
     has_density = True
 
     def __init__(self, latent_dim: int, beta: float = 1.0, free_bits: float = 0.0, kl_warmup_steps: int = 0,
-                 kl_cycles: int = 1, kl_cycle_ratio: float = 1.0, prior: nn.Module | None = None) -> None:
+                 kl_cycles: int = 1, kl_cycle_ratio: float = 1.0, tc_weight: float = 1.0,
+                 prior: nn.Module | None = None) -> None:
         super().__init__(latent_dim, 2 * latent_dim)
         if beta < 0 or free_bits < 0 or kl_warmup_steps < 0 or kl_cycles < 1 or not 0 < kl_cycle_ratio <= 1:
             raise ValueError(f"KL control out of range: beta={beta} >= 0, free_bits={free_bits} >= 0, "
                              f"kl_warmup_steps={kl_warmup_steps} >= 0, kl_cycles={kl_cycles} >= 1 and "
                              f"kl_cycle_ratio={kl_cycle_ratio} in (0, 1] are required")
+        if not tc_weight >= 0:  # NaN too
+            raise ValueError(f"tc_weight={tc_weight} is invalid; it must be >= 0 (1: plain VAE, > 1: beta-TCVAE)")
         if prior is not None and (not isinstance(prior, LatentPrior) or prior.latent_dim != latent_dim):
             raise ValueError(f"prior={type(prior).__name__} must be a LatentPrior (log_prob(z), sample(n, generator, "
                              f"temperature), latent_dim) over latent_dim={latent_dim} dimensions, or None for N(0, I)")
         self.beta, self.free_bits, self.prior = beta, free_bits, prior
         self.kl_warmup_steps, self.kl_cycles, self.kl_cycle_ratio = kl_warmup_steps, kl_cycles, kl_cycle_ratio
         self.kl_term = "kl_free_bits" if free_bits > 0 else "kl"
-        self.weights = {self.kl_term: beta}
+        self.tc_weight = tc_weight
+        self.weights = self.weights_at(None)
 
     @property
     def has_kl_per_dim(self) -> bool:
@@ -130,7 +137,10 @@ class GaussianBottleneck(Bottleneck):
         return self.beta * kl_annealing(step, self.kl_warmup_steps, self.kl_cycles, self.kl_cycle_ratio)
 
     def weights_at(self, step: int | None) -> dict[str, float]:
-        return {self.kl_term: self.kl_weight(step)}
+        weights = {self.kl_term: self.kl_weight(step)}
+        if self.tc_weight != 1:
+            weights["tc"] = self.tc_weight - 1.0
+        return weights
 
     def posterior(self, h: Tensor) -> Normal:
         mean, log_var = h.float().chunk(2, dim=-1)  # float32 even under autocast: exp and KL are sensitive
@@ -139,14 +149,17 @@ class GaussianBottleneck(Bottleneck):
 
     def forward(self, h: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         q = self.posterior(h)
+        z = q.rsample()
         if self.prior is not None:
-            z = q.rsample()
-            return z, self.monte_carlo_kl_terms(q.log_prob(z).sum(dim=-1), z)
-        kl = gaussian_kl(q.loc, q.scale)  # (B, latent_dim)
-        terms = {"kl": kl.sum(dim=-1).mean()}
-        if self.free_bits > 0:
-            terms["kl_free_bits"] = free_bits_kl(kl, self.free_bits)
-        return q.rsample(), terms
+            terms = self.monte_carlo_kl_terms(q.log_prob(z).sum(dim=-1), z)
+        else:
+            kl = gaussian_kl(q.loc, q.scale)  # (B, latent_dim)
+            terms = {"kl": kl.sum(dim=-1).mean()}
+            if self.free_bits > 0:
+                terms["kl_free_bits"] = free_bits_kl(kl, self.free_bits)
+        if self.tc_weight != 1:
+            terms["tc"] = minibatch_total_correlation(z, q.loc, q.scale)
+        return z, terms
 
     def monte_carlo_kl_terms(self, log_q: Tensor, z: Tensor) -> dict[str, Tensor]:
         """`kl` (and `kl_free_bits`) from one draw z per image and its log q(z|x), (B,): log q(z|x) - log p(z)."""
@@ -195,13 +208,17 @@ class FlowGaussianBottleneck(Bottleneck):
     `kl` term is the one-sample Monte Carlo estimate log q_K(z_K) - log p(z_K), p the base's prior (N(0, I) or
     its learned `prior`); `log_det` (sum over flows, batch mean) is a logged diagnostic. KL control is the base's;
     free bits treat the whole code as one group with floor latent_dim * free_bits (the log-det does not split by
-    dimension; Kingma et al., 2016 allow any grouping).
+    dimension; Kingma et al., 2016 allow any grouping). The base's `tc_weight` must be 1: q_K(z|x) does not
+    factorise by dimension, so the marginals q(z_d|x) that the total-correlation estimate needs have no closed form.
     """
 
     stochastic = True
     has_density = True
 
     def __init__(self, base: GaussianBottleneck, flows: Sequence[nn.Module]) -> None:
+        if base.tc_weight != 1:
+            raise ValueError(f"tc_weight={base.tc_weight} is not supported with flows (the TC estimate needs a "
+                             f"factorised Gaussian posterior); use tc_weight=1 or a VAE without flows")
         context_sizes = [flow.context_features for flow in flows]
         super().__init__(base.latent_dim, base.in_features + sum(context_sizes))
         self.base, self.flows, self.context_sizes = base, nn.ModuleList(flows), context_sizes

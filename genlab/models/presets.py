@@ -5,8 +5,9 @@ Every argument is a primitive, so the CLI can set it and a checkpoint records ex
 
 The arguments the presets share are described once, in `Autoencoder`'s Args (the CLI's help shows them for each
 preset): KL control on every VAE-type preset, `beta` (Higgins et al., 2017), `kl_warmup_steps`, `kl_cycles` and
-`kl_cycle_ratio` (cyclical annealing, Fu et al., 2019; `losses.kl_annealing`) and `free_bits` (Kingma et al., 2016;
-`losses.free_bits_kl`); whatever these are, validation and test also log the true `neg_elbo`. Likelihood on every
+`kl_cycle_ratio` (cyclical annealing, Fu et al., 2019; `losses.kl_annealing`), `free_bits` (Kingma et al., 2016;
+`losses.free_bits_kl`) and `tc_weight` (beta-TCVAE, Chen et al., 2018; `losses.minibatch_total_correlation`; 1 on
+FlowVAE); whatever these are, validation and test also log the true `neg_elbo`. Likelihood on every
 preset: `likelihood` (`losses.LIKELIHOODS`), `sigma` and `mixture_components`; the decoder outputs as many
 channels as the likelihood needs. The settings only presets have are described in `Preset`'s Args.
 
@@ -34,7 +35,7 @@ CONDITIONS = ("label", "quarter", "none")
 FLOWS = ("planar", "iaf")
 ARCHITECTURES = {"conv": (ConvEncoder, ConvDecoder), "resnet": (ResNetEncoder, ResNetDecoder)}  # conv presets
 PRIORS = ("normal", "realnvp")
-KL_SETTINGS = ("beta", "free_bits", "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio")
+KL_SETTINGS = ("beta", "free_bits", "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio", "tc_weight")
 
 
 def preset_arguments(frame: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +125,7 @@ class VAE(Preset):
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 16,
                  hidden: Sequence[int] = (512, 256), beta: float = 1.0, free_bits: float = 0.0,
-                 kl_warmup_steps: int = 0, kl_cycles: int = 1, kl_cycle_ratio: float = 1.0,
+                 kl_warmup_steps: int = 0, kl_cycles: int = 1, kl_cycle_ratio: float = 1.0, tc_weight: float = 1.0,
                  likelihood: str = "bernoulli", sigma: float = 1.0, mixture_components: int = 10,
                  lr: float = 1e-3, prior: str = "normal", prior_layers: int = 4) -> None:
         settings = preset_arguments(locals())
@@ -153,8 +154,8 @@ class ConvVAE(Preset):
                  widths: Sequence[int] = (32, 64, 128), batch_norm: bool = False,
                  attention_resolutions: Sequence[int] = (), beta: float = 1.0,
                  free_bits: float = 0.0, kl_warmup_steps: int = 0, kl_cycles: int = 1, kl_cycle_ratio: float = 1.0,
-                 likelihood: str = "bernoulli", sigma: float = 1.0, mixture_components: int = 10,
-                 lr: float = 1e-3, architecture: str = "conv",
+                 tc_weight: float = 1.0, likelihood: str = "bernoulli", sigma: float = 1.0,
+                 mixture_components: int = 10, lr: float = 1e-3, architecture: str = "conv",
                  prior: str = "normal", prior_layers: int = 4) -> None:
         settings = preset_arguments(locals())
         check_positive(image_shape=image_shape, latent_dim=latent_dim, widths=widths)
@@ -209,7 +210,7 @@ class CVAE(Preset):
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 16,
                  hidden: Sequence[int] = (512, 256), condition: str = "label", num_classes: int | None = None,
                  beta: float = 1.0, free_bits: float = 0.0, kl_warmup_steps: int = 0, kl_cycles: int = 1,
-                 kl_cycle_ratio: float = 1.0, likelihood: str = "bernoulli", sigma: float = 1.0,
+                 kl_cycle_ratio: float = 1.0, tc_weight: float = 1.0, likelihood: str = "bernoulli", sigma: float = 1.0,
                  mixture_components: int = 10, lr: float = 1e-3, prior: str = "normal",
                  prior_layers: int = 4) -> None:
         settings = preset_arguments(locals())
@@ -254,8 +255,8 @@ class FlowVAE(Preset):
                  hidden: Sequence[int] = (512, 256), flow: str = "planar", num_flows: int = 4,
                  iaf_update: str = "affine", beta: float = 1.0,
                  free_bits: float = 0.0, kl_warmup_steps: int = 0, kl_cycles: int = 1, kl_cycle_ratio: float = 1.0,
-                 likelihood: str = "bernoulli", sigma: float = 1.0, mixture_components: int = 10,
-                 lr: float = 1e-3, prior: str = "normal", prior_layers: int = 4) -> None:
+                 tc_weight: float = 1.0, likelihood: str = "bernoulli", sigma: float = 1.0,
+                 mixture_components: int = 10, lr: float = 1e-3, prior: str = "normal", prior_layers: int = 4) -> None:
         settings = preset_arguments(locals())
         check_positive(image_shape=image_shape, latent_dim=latent_dim, hidden=hidden, num_flows=num_flows)
         check_choice("flow", flow, FLOWS)
