@@ -24,8 +24,8 @@ from lightning import Callback, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # genlab from this checkout, installed or not
 
-import genlab.callbacks.base as figure_base  # noqa: E402
-from genlab.callbacks.defaults import default_callbacks  # noqa: E402
+import genlab.figures.base as figure_base  # noqa: E402
+from genlab.figures import default_callbacks  # noqa: E402
 from genlab.datamodules.mnist import MNIST  # noqa: E402
 from genlab.models import VAE, ConvVAE  # noqa: E402
 

@@ -11,7 +11,8 @@ A loaded machine still blurs a 1 % difference, so the guard's hooks are also tim
 the same steps, so drift cancels, and without Lightning's own per-step work, so it overstates the share in a fit.
 Settings: "off", "on" (the defaults for the device) and "on, gradients every step" (on the CPU the gradients are
 otherwise checked every `log_every_n_steps` steps). `--old PATH` adds the `NonFiniteGuard` defined in that file
-(e.g. a previous version, written out with `git show REV:genlab/callbacks/reliability.py > old.py`).
+(e.g. a previous version, written out with `git show REV:genlab/run_control/guard.py > old.py`; before the
+move, `genlab/callbacks/reliability.py`).
 
     python benchmarks/guard.py                     # CPU
     python benchmarks/guard.py --device cuda --threads 4
@@ -30,7 +31,7 @@ from lightning import Callback, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # genlab from this checkout, installed or not
 
-from genlab.callbacks.reliability import NonFiniteGuard  # noqa: E402
+from genlab.run_control import NonFiniteGuard  # noqa: E402
 from genlab.datamodules import FakeImages  # noqa: E402
 from genlab.models import VAE, ConvVAE  # noqa: E402
 
@@ -114,8 +115,8 @@ def sync(device: str) -> None:
 
 
 def old_guard(path: str) -> type:
-    """`NonFiniteGuard` as defined in another copy of reliability.py (imported as part of genlab.callbacks)."""
-    spec = importlib.util.spec_from_file_location("genlab.callbacks._old_reliability", path)
+    """`NonFiniteGuard` as defined in another copy of guard.py (imported as part of genlab.run_control)."""
+    spec = importlib.util.spec_from_file_location("genlab.run_control._old_guard", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.NonFiniteGuard
@@ -128,7 +129,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--old", help="a reliability.py whose NonFiniteGuard is measured too")
+    parser.add_argument("--old", help="a guard.py whose NonFiniteGuard is measured too")
     parser.add_argument("--models", choices=["all", "mlp", "conv"], default="all")
     parser.add_argument("--hooks_only", action="store_true", help="only the in-loop timing of the hooks")
     args = parser.parse_args()

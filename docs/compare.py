@@ -21,7 +21,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from genlab.callbacks import compare_latent_pca, show_grid
-from genlab.callbacks.base import resolve_class
+from genlab.figures.base import resolve_class
 
 
 def scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float, float]]]:

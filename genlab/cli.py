@@ -7,12 +7,14 @@
     genlab plot --ckpt_path runs/.../checkpoints/last.ckpt --figure traversal --model VAE --data MNIST
     genlab report runs/lightning_logs/version_0   # one self-contained HTML page of a run
 
-This module wires the parser and formats errors; resume and run-folder policy live in `run_control`, logger policy in
-`loggers`, the names `--model`/`--data` accept in `names`.
+This module wires the parser and formats errors; resume, run-folder and fit-callback policy live in `run_control`,
+the callbacks `test`/`predict` add in `evaluation`, logger policy in `loggers`, the names `--model`/`--data` accept in
+`names`.
 """
 
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +23,17 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from . import datamodules, report
-from .report import plot
 from .arguments import checked_argv, names_class, with_default_classes
-from .callbacks import reliability
-from .callbacks.defaults import fit_callbacks
-from .callbacks.evaluation import TestMetrics
-from .callbacks.predictions import PredictionWriter
 from .errors import GenlabError, innermost_message, is_config_error, user_error
+from .evaluation import PredictionWriter, TestMetrics, add_prediction_writer, add_test_metrics
 from .loggers import offline_asked, wandb_mode, with_logger_save_dir
 from .names import check_class_names
 from .parser import GenlabParser
-from .run_control import RunFolder, check_built, parse_resuming, restore, signal_handlers
+from .report import plot
+from .run_control import (LatestCheckpoint, RunFolder, check_built, check_settings, fit_callbacks, parse_resuming,
+                          restore, signal_handlers)
 
-__all__ = ["GenlabCLI", "check_class_names", "console", "main"]  # check_class_names: for `genlab data`
+__all__ = ["GenlabCLI", "check_class_names", "console", "main"]
 
 DEFAULTS = {"model": "ConvVAE", "data": "Shapes"}
 MORE_COMMANDS = ("Train and evaluate generative image models. Besides fit/validate/test/predict: `genlab plot "
@@ -73,7 +73,7 @@ class GenlabCLI(LightningCLI):
         parser.add_class_arguments(TestMetrics, "metrics", instantiate=False)  # `genlab test --metrics.* ...`
         # `genlab predict --predict.num_samples ...`; not a group: the subcommand "predict" already names one
         parser.add_class_arguments(PredictionWriter, "predict", instantiate=False, as_group=False)
-        parser.add_lightning_class_args(reliability.LatestCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LatestCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.monitor": "val/loss",
                              "checkpoint.filename": "best-{epoch:03d}", "checkpoint.save_top_k": 1})
 
@@ -100,19 +100,15 @@ class GenlabCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         section = self.config[self.subcommand] if self.subcommand else self.config
-        max_epochs = section.trainer.get("max_epochs")
-        if self.subcommand == "fit" and max_epochs is not None and (max_epochs == 0 or max_epochs < -1):
-            raise GenlabError(f"--trainer.max_epochs={max_epochs} is invalid; it must be a positive integer "
-                              f"(or -1 for no limit)")
+        check_settings(section, self.subcommand)
         try:
             super().instantiate_classes()
         except (ValueError, TypeError, MisconfigurationException) as error:
             if isinstance(error, GenlabError) or not is_config_error(error):
                 raise
             raise GenlabError(innermost_message(error)) from error
-        check_built(self.model, self.datamodule, self.trainer, self.ckpt_hparams, section.get("ckpt_path"))
-        if self.subcommand and self.config_init[self.subcommand].get("weights_only", False) is None:
-            self.config_init[self.subcommand]["weights_only"] = True  # never unpickle code from --ckpt_path
+        check_built(self.model, self.datamodule, self.trainer, self.ckpt_hparams, section.get("ckpt_path"),
+                    self.config_init[self.subcommand] if self.subcommand else None)
         wandb_mode(self.trainer.loggers, offline_asked(section.trainer.get("logger")))
 
     def before_fit(self) -> None:
@@ -122,19 +118,11 @@ class GenlabCLI(LightningCLI):
             section.non_finite_guard, section.compile)
 
     def before_predict(self) -> None:
-        """`genlab predict` writes samples, reconstructions and codes into the run's predictions/ folder."""
-        if not any(isinstance(c, PredictionWriter) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(PredictionWriter(**self.config[self.subcommand].predict))
+        add_prediction_writer(self.trainer.callbacks, self.config[self.subcommand].predict)
 
     def before_test(self) -> None:
-        """`genlab test` prints, logs and saves (test_metrics.json) every metric that applies to the model."""
-        if any(isinstance(c, TestMetrics) for c in self.trainer.callbacks):
-            return
-        options = dict(self.config[self.subcommand].metrics)
-        checkpoint = Path(self.config[self.subcommand].get("ckpt_path") or "")
-        if options.get("save_dir") is None and checkpoint.parent.name == "checkpoints":
-            options["save_dir"] = str(checkpoint.parent.parent)  # next to the trained run's figures and config
-        self.trainer.callbacks.append(TestMetrics(**options))
+        section = self.config[self.subcommand]
+        add_test_metrics(self.trainer.callbacks, section.metrics, section.get("ckpt_path"))
 
 
 def main(args: ArgsType = None, run: bool = True) -> GenlabCLI | None:
@@ -144,7 +132,7 @@ def main(args: ArgsType = None, run: bool = True) -> GenlabCLI | None:
     the exception is raised (a `GenlabError` for bad arguments).
     """
     argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
-    commands = {"plot": plot.main, "data": datamodules.streaming.main, "report": report.main}
+    commands = {"plot": partial(plot.main, build=main), "data": datamodules.streaming.main, "report": report.main}
     handlers = signal_handlers()
     try:
         if run and argv[:1] and argv[0] in commands:

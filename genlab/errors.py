@@ -6,6 +6,7 @@ From the shell, `genlab` prints `genlab: error: <line>` and exits with status 2 
 
 import errno
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -23,6 +24,22 @@ class UsageError(GenlabError):
     """The command line or config file does not parse or names something that does not exist."""
 
     exit_code = 2
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are missing (or fail their checks); the message says where we looked and how to fix it."""
+
+    def __init__(self, dataset: str, folder: Path, expected: Sequence[str], detail: str = "") -> None:
+        self.dataset, self.folder, self.expected, self.detail = dataset, Path(folder), list(expected), detail
+        super().__init__(
+            f"{dataset}: dataset not found in {folder}" + (f" ({detail})" if detail else "") + ".\n"
+            f"  Expected there: {', '.join(expected)}.\n"
+            f"  Fix: put those files in that folder, point GENLAB_DATA (or --data.root) at the folder that holds "
+            f"them, or run once with --data.download true on a machine with internet access."
+        )
+
+    def __reduce__(self) -> tuple:  # rebuilt from its own arguments, so it survives pickling (e.g. across processes)
+        return type(self), (self.dataset, self.folder, self.expected, self.detail)
 
 
 def raised_by_genlab(error: BaseException) -> bool:
@@ -70,8 +87,6 @@ def user_error(error: BaseException) -> tuple[str, int] | None:
         name = errno.errorcode.get(failed.errno, str(failed.errno))
         return (f"cannot write {failed.filename or 'a file'}: {failed.strerror} ({name}); free some space, make the "
                 f"folder writable, or choose another --trainer.default_root_dir"), 1
-    from .datamodules import DatasetNotFoundError  # the data layer imports this module
-
     if isinstance(error, DatasetNotFoundError) or (
             isinstance(error, ValueError) and raised_by_genlab(error)):
         return str(error), 1

@@ -56,10 +56,8 @@ def data_names() -> list[str]:
 
 def callback_names() -> list[str]:
     from . import callbacks
-    from .callbacks import reliability
 
-    return sorted({*package_classes(lightning_callbacks, Callback), *package_classes(callbacks, Callback),
-                   *package_classes(reliability, Callback)})
+    return sorted({*package_classes(lightning_callbacks, Callback), *package_classes(callbacks, Callback)})
 
 
 def name_choices() -> dict[str, tuple[str, type, list[str]]]:

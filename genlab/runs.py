@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from .callbacks.base import resolve_class
 from .errors import GenlabError
+from .figures.base import resolve_class
 from .io import load_checkpoint
 
 RUN_FOLDER_ENV = "GENLAB_RUN_FOLDER"  # rank 0's run folder, for the DDP ranks Lightning starts after it

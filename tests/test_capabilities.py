@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from tiny_data import SHAPE, TinyImages
 
 from genlab.callbacks import Reconstructions, SampleGrid, default_callbacks, rank_dimensions
-from genlab.callbacks.evaluation import TestMetrics
-from genlab.callbacks.predictions import PredictionWriter
+from genlab.evaluation import TestMetrics
+from genlab.evaluation import PredictionWriter
 from genlab.models import (AE, CVAE, DCGAN, GAN, PPCA, VAE, VQVAE, BaselineNN, Classifier, ConvAE, ConvVAE,
                            DenoisingAE, FlowVAE)
 from genlab.models.autoencoder import Autoencoder

@@ -9,7 +9,7 @@ import torch
 from lightning import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from genlab.callbacks.reliability import NonFiniteError, NonFiniteGuard
+from genlab.run_control import NonFiniteError, NonFiniteGuard
 from genlab.models.module import GenerativeModule
 
 

@@ -9,7 +9,7 @@ import torch
 from torch.distributions import Normal
 from torch.utils.data import DataLoader, TensorDataset
 
-from genlab.callbacks.evaluation import TestMetrics
+from genlab.evaluation import TestMetrics
 from genlab.metrics import evaluate_likelihood
 from genlab.models import VAE
 from genlab.models.losses import (LIKELIHOODS, discretized_gaussian_log_prob, discretized_logistic_mixture_log_prob,

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 from torch.utils.data import DataLoader, TensorDataset
 
-from genlab.callbacks.evaluation import TestMetrics
+from genlab.evaluation import TestMetrics
 from genlab.metrics import (FeatureNetwork, ReconstructionMetrics, SampleDistances, active_units, bits_per_dim,
                             dequantize, evaluate_likelihood, importance_weighted_log_likelihood, likelihood_method,
                             mutual_information_gap)

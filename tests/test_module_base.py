@@ -10,8 +10,8 @@ from lightning import Callback, Trainer
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from genlab.callbacks.loss_curves import LossCurves
-from genlab.callbacks.reliability import NonFiniteError, NonFiniteGuard
+from genlab.figures import LossCurves
+from genlab.run_control import NonFiniteError, NonFiniteGuard
 from genlab.models import AE, PPCA, VAE, Classifier
 from genlab.models.gan import DCGAN, GAN
 from genlab.models.module import GenerativeModule

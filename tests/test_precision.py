@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from genlab.callbacks.compile import Compile
+from genlab.run_control import Compile
 from genlab.datamodules import FakeImages
 from genlab.models import PPCA, VQVAE, Classifier, CodePrior, ConvVAE
 from genlab.models.protocols import ExactLikelihood, FeatureExtractor, LatentModel, Sampler

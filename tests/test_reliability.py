@@ -15,8 +15,8 @@ import pytest
 import torch
 from lightning import Callback, LightningModule
 
-from genlab.callbacks.figures import log_figure
-from genlab.callbacks.reliability import GracefulInterrupt, NonFiniteError
+from genlab.figures import log_figure
+from genlab.run_control import GracefulInterrupt, NonFiniteError
 from genlab.cli import main
 from genlab.io import (AtomicCheckpointIO, UnsafeFileError, WeightsOnlyCheckpoint, load_checkpoint, load_pickle,
                        remove_stale_temp_files)

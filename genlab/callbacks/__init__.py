@@ -1,25 +1,17 @@
-"""Figure callbacks: every one depends only on the model protocol and logs through `log_figure`."""
+"""Every genlab callback under one name, as configs and the command line use them (`genlab.callbacks.SampleGrid`,
+`--trainer.callbacks TestMetrics`). They live by what they do: figures in `genlab.figures`, evaluation in
+`genlab.evaluation`, run control (guards, resuming, compiling) in `genlab.run_control`."""
 
-from .codebook import CodebookModel, CodebookProjection
-from .compile import Compile
-from .conditional import ConditionalGrid
-from .defaults import default_callbacks
-from .evaluation import TestMetrics
-from .figures import grid_figure, log_figure, show_grid
-from .interpolation import LatentInterpolation, interpolate, interpolate_latents
-from .latent_pca import LatentPCA, compare_latent_pca
-from .latent_space_2d import LatentSpace2D
-from .loss_curves import LossCurves
-from .reconstructions import Reconstructions
-from .reliability import GracefulInterrupt, LatestCheckpoint, NonFiniteGuard, RandomState
-from .render import FIGURES, render_from_checkpoint
-from .sample_pca import SamplePCA
-from .samples import SampleGrid
-from .traversal import LatentTraversal, rank_dimensions
+from ..evaluation import PredictionWriter, TestMetrics
+from ..figures import (FIGURES, CodebookProjection, ConditionalGrid, LatentInterpolation, LatentPCA, LatentSpace2D,
+                       LatentTraversal, LossCurves, Reconstructions, SampleGrid, SamplePCA, compare_latent_pca,
+                       default_callbacks, grid_figure, interpolate, interpolate_latents, log_figure, rank_dimensions,
+                       render_from_checkpoint, show_grid)
+from ..models.protocols import CodebookModel
+from ..run_control import Compile, GracefulInterrupt, LatestCheckpoint, NonFiniteGuard, RandomState
 
 __all__ = ["FIGURES", "CodebookModel", "CodebookProjection", "Compile", "ConditionalGrid", "GracefulInterrupt",
            "LatentInterpolation", "LatentPCA", "LatentSpace2D", "LatentTraversal", "LatestCheckpoint", "LossCurves",
-           "NonFiniteGuard", "RandomState", "Reconstructions", "SampleGrid", "SamplePCA", "TestMetrics",
-           "compare_latent_pca",
-           "default_callbacks", "grid_figure", "interpolate", "interpolate_latents", "log_figure", "rank_dimensions",
-           "render_from_checkpoint", "show_grid"]
+           "NonFiniteGuard", "PredictionWriter", "RandomState", "Reconstructions", "SampleGrid", "SamplePCA",
+           "TestMetrics", "compare_latent_pca", "default_callbacks", "grid_figure", "interpolate",
+           "interpolate_latents", "log_figure", "rank_dimensions", "render_from_checkpoint", "show_grid"]

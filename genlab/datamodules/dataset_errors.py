@@ -1,27 +1,12 @@
-"""What goes wrong with a dataset's files: missing (`DatasetNotFoundError`) or there but unreadable
-(`DatasetCorruptError`), each with a message that says where we looked and how to fix it."""
+"""What goes wrong with a dataset's files: missing (`DatasetNotFoundError`, defined in `genlab.errors`) or there but
+unreadable (`DatasetCorruptError`), each with a message that says where we looked and how to fix it."""
 
 import pickle
 import struct
 import zlib
-from collections.abc import Sequence
 from pathlib import Path
 
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset's files are missing (or fail their checks); the message says where we looked and how to fix it."""
-
-    def __init__(self, dataset: str, folder: Path, expected: Sequence[str], detail: str = "") -> None:
-        self.dataset, self.folder, self.expected, self.detail = dataset, Path(folder), list(expected), detail
-        super().__init__(
-            f"{dataset}: dataset not found in {folder}" + (f" ({detail})" if detail else "") + ".\n"
-            f"  Expected there: {', '.join(expected)}.\n"
-            f"  Fix: put those files in that folder, point GENLAB_DATA (or --data.root) at the folder that holds "
-            f"them, or run once with --data.download true on a machine with internet access."
-        )
-
-    def __reduce__(self) -> tuple:  # rebuilt from its own arguments, so it survives pickling (e.g. across processes)
-        return type(self), (self.dataset, self.folder, self.expected, self.detail)
+from ..errors import DatasetNotFoundError
 
 
 class DatasetCorruptError(DatasetNotFoundError):

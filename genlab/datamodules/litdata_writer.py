@@ -112,7 +112,7 @@ def main(argv: list[str]) -> Path:
     """`genlab data optimize --data NAME [--data.* ...] --output DIR [--splits train val test] [--chunk_bytes 64MB]`:
     any datamodule, with the same flags as `genlab fit`, written for `--data Streaming`."""
     from ..arguments import names_class
-    from ..cli import check_class_names
+    from ..names import check_class_names
     from ..parser import GenlabParser
 
     if argv[:1] != ["optimize"]:

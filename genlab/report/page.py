@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from ..callbacks.figures import panel_figure
-from ..callbacks.loss_curves import STAGES
+from ..figures.draw import panel_figure
+from ..figures.loss_curves import STAGES
 from .read import (Scalars, best_point, checkpoint_files, epoch_of, figure_groups, read_test_metrics, sort_key,
                    split_key)
 

@@ -10,15 +10,16 @@ to `<run>/plots/<figure>.png`.
 import argparse
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
 from ..arguments import class_flag, names_class
-from ..callbacks import FIGURES
 from ..errors import GenlabError, UsageError
+from ..figures import FIGURES
 from ..io import load_checkpoint
-from ..run_control import check_image_shape
+from ..run_control.checks import check_image_shape
 from ..runs import checkpoint_settings, read_run_config, run_folder_of, trusted_class
 
 CLI_PREFIXES = ("--model", "--data", "--trainer", "--seed_everything")
@@ -60,7 +61,9 @@ def applicable(model: object) -> list[str]:
     return names
 
 
-def main(argv: list[str]) -> Path:
+def main(argv: list[str], build: Callable[..., object]) -> Path:
+    """Draw the figure; `build(args, run=False)` is the command line's `main`, building the model and data the way
+    `fit` would (passed in: the command line imports this module)."""
     parser = argparse.ArgumentParser(prog="genlab plot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt_path", required=True, help="checkpoint of the trained model")
@@ -68,7 +71,6 @@ def main(argv: list[str]) -> Path:
     parser.add_argument("--out_dir", help="folder for the PNG (default: <run>/plots)")
     parser.add_argument("--split", default="val", choices=("val", "test"), help="where real images come from")
     known, rest = parser.parse_known_args(argv)
-    from ..cli import main as cli_main  # the CLI imports this module
 
     cli_args = [a for i, a in enumerate(rest) if a.startswith(CLI_PREFIXES)
                 or (i > 0 and rest[i - 1].startswith(CLI_PREFIXES) and "=" not in rest[i - 1]
@@ -85,7 +87,7 @@ def main(argv: list[str]) -> Path:
     if not names_class(cli_args, "data") and isinstance(data, dict) and data.get("class_path"):
         data_class = trusted_class(data["class_path"], None, run / "config.yaml", "--data")
         extra.append(class_flag("data", data_class, data.get("init_args")))
-    cli = cli_main([*extra, *cli_args], run=False)
+    cli = build([*extra, *cli_args], run=False)
     model = type(cli.model).load_from_checkpoint(known.ckpt_path, map_location="cpu", weights_only=True)
     check_image_shape(model, cli.datamodule, hparams, known.ckpt_path)
     drawer = FIGURES[known.figure](**options)

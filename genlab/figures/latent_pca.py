@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..models.protocols import LatentModel
 from .base import FigureCallback, encoded, evaluating, real_batch
-from .figures import new_figure
+from .draw import new_figure
 
 MAX_LEGEND_CLASSES = 10  # up to here a discrete legend reads better than a colorbar
 MARKERS = ("o", "^", "s", "D", "v", "P")

@@ -1,7 +1,7 @@
 """Chaos: runs stopped by a signal at any step, in one process or under 2-process DDP, resume bit-exactly.
 
 The DDP case cannot run inside pytest (Lightning's launcher re-runs the command line for its extra rank), so the
-test runs this file as a script: `python tests/test_chaos.py <genlab fit args>` runs `genlab fit` and writes, per
+test runs this file as a script: `python tests/test_resume.py <genlab fit args>` runs `genlab fit` and writes, per
 rank, the exit status it ends with into the folder $CHAOS_EXITS.
 """
 
@@ -18,7 +18,7 @@ import pytest
 import torch
 from lightning import Callback
 
-from genlab.callbacks.resume import TrainingInterrupted
+from genlab.run_control import TrainingInterrupted
 from genlab.cli import main
 from genlab.datamodules.loader import BatchLoader, EpochOrder
 from genlab.io import load_checkpoint
@@ -111,7 +111,7 @@ def test_signal_at_any_step_resumes_bit_exactly(model, step, tmp_path):
     main(["fit", *common, f"--trainer.default_root_dir={tmp_path / 'straight'}"])
     resumed = [*common, f"--trainer.default_root_dir={tmp_path / 'resumed'}"]
     with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM"):
-        main(["fit", *resumed, "--trainer.callbacks+=tests.test_chaos.SignalAtStep",
+        main(["fit", *resumed, "--trainer.callbacks+=tests.test_resume.SignalAtStep",
               f"--trainer.callbacks.init_args.step={step}"])
     with pytest.raises(KeyboardInterrupt):  # the handlers are given back: Ctrl-C acts as before the run
         signal.raise_signal(signal.SIGINT)
@@ -124,7 +124,7 @@ def test_signal_at_any_step_resumes_bit_exactly(model, step, tmp_path):
 def test_signal_during_the_sanity_check_stops_before_training(tmp_path):
     with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM before training began") as error:
         main(["fit", *MODELS["ConvVAE"], *FAKE, *QUIET, f"--trainer.default_root_dir={tmp_path}",
-              "--trainer.callbacks+=tests.test_chaos.SignalDuringSanityCheck"])
+              "--trainer.callbacks+=tests.test_resume.SignalDuringSanityCheck"])
     assert error.value.exit_code == 143 and not list(tmp_path.rglob("*.ckpt"))
 
 
@@ -162,7 +162,7 @@ def test_signal_to_every_ddp_rank_saves_once_and_resumes_exactly(signum, tmp_pat
     step = random.Random().randrange(1, 5)  # 3 steps an epoch per rank (18 images), 6 in all: stops at 2 to 5
     marker, sent = tmp_path / "at-step", tmp_path / "sent"
     straight = ddp_fit(tmp_path, "straight") if signum == signal.SIGTERM else None  # side by side: saves time
-    interrupted = ddp_fit(tmp_path, "resumed", ["--trainer.callbacks+=tests.test_chaos.SignalAtStep",
+    interrupted = ddp_fit(tmp_path, "resumed", ["--trainer.callbacks+=tests.test_resume.SignalAtStep",
                                                 f"--trainer.callbacks.init_args.step={step}",
                                                 f"--trainer.callbacks.init_args.marker={marker}",
                                                 f"--trainer.callbacks.init_args.wait_for={sent}"])

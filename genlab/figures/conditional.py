@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..models.protocols import Sampler
 from .base import FigureCallback, condition_kind, real_batch, resolve_class
-from .figures import grid_figure, stack_rows
+from .draw import grid_figure, stack_rows
 from .latent_pca import class_name
 
 OUTSIDE_GREY = 0.5  # fills what the model does not see in the "condition" column: neither ink nor background

@@ -1,9 +1,5 @@
-"""Callbacks that make a run survive what goes wrong: NaN/Inf, Ctrl-C and SIGTERM, resuming with the same randomness.
-
-`NonFiniteGuard` (here) stops at the first non-finite loss, gradient or weight, names its step and culprit, and never
-lets a checkpoint store it, so the last checkpoint on disk stays a good one. The resume
-callbacks (`LatestCheckpoint`, `GracefulInterrupt`, `RandomState`) live in `resume.py` and are re-exported here.
-"""
+"""`NonFiniteGuard`: stops at the first non-finite loss, gradient or weight, names its step and culprit, and never
+lets a checkpoint store it, so the last checkpoint on disk stays a good one."""
 
 import math
 import os
@@ -16,10 +12,6 @@ from torch import Tensor
 
 from ..errors import GenlabError
 from ..models.module import training_terms
-from .resume import GracefulInterrupt, LatestCheckpoint, RandomState, TrainingInterrupted, last_checkpoint_path
-
-__all__ = ["GracefulInterrupt", "LatestCheckpoint", "NonFiniteError", "NonFiniteGuard", "RandomState",
-           "TrainingInterrupted", "last_checkpoint_path"]
 
 
 class NonFiniteError(GenlabError):

@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 
 from ..models.protocols import Denoiser
 from .base import FigureCallback, real_batch
-from .figures import grid_figure, stack_rows
+from .draw import grid_figure, stack_rows
 
 
 class Reconstructions(FigureCallback):

@@ -1,4 +1,6 @@
-"""Figure callbacks: each writes a readable PNG in a tiny fit, reaches W&B and TensorBoard, and draws what it says."""
+"""Figure callbacks: each writes a readable PNG in a tiny fit, reaches W&B and TensorBoard, and draws what it says
+(interpolation and traversal in test_figures_interpolation_traversal.py, the conditional and codebook figures in
+test_figures_conditional_codebook.py)."""
 
 import glob
 from pathlib import Path
@@ -11,10 +13,9 @@ from torch import Tensor, nn
 from tiny_data import SHAPE, TinyImages
 
 from genlab.callbacks import (FIGURES, LatentInterpolation, LatentPCA, LatentSpace2D, LatentTraversal, LossCurves,
-                              Reconstructions, SampleGrid, compare_latent_pca, default_callbacks, interpolate,
-                              interpolate_latents, rank_dimensions, render_from_checkpoint)
-from genlab.callbacks.traversal import factor_correlations
-from genlab.models import ConvAE, ConvVAE
+                              Reconstructions, SampleGrid, compare_latent_pca, default_callbacks,
+                              render_from_checkpoint)
+from genlab.models import ConvVAE
 from genlab.models.blocks import GaussianNoise
 
 
@@ -100,62 +101,6 @@ def test_tensorboard_event_file_holds_the_image(tmp_path):
     assert (Path(logger.log_dir) / "figures" / "reconstructions" / "epoch=000.png").exists()
 
 
-@pytest.mark.parametrize("mode", ["linear", "slerp"])
-def test_interpolation_ends_are_the_reconstructions(mode):
-    model = tiny_vae().eval()
-    x = torch.rand(4, *SHAPE)
-    with torch.no_grad():
-        path = interpolate(model, x[:2], x[2:], steps=6, mode=mode)
-        assert path.shape == (2, 6, *SHAPE)
-        torch.testing.assert_close(path[:, 0], model.reconstruct(x[:2]))
-        torch.testing.assert_close(path[:, -1], model.reconstruct(x[2:]))
-
-
-def test_slerp_keeps_the_norm_of_equal_norm_codes_and_handles_parallel_ones():
-    z0, z1 = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 3.0]])
-    path = interpolate_latents(z0, z1, steps=5, mode="slerp")
-    torch.testing.assert_close(path.norm(dim=-1), torch.full((1, 5), 3.0))
-    assert interpolate_latents(z0, 2 * z0, 3, "slerp").isfinite().all()  # parallel: falls back to the line
-
-
-class VarianceToy(nn.Module):
-    """A LatentModel whose code variance falls from the first dimension to the last."""
-
-    latent_dim = 3
-
-    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return x.flatten(1)[:, :3] * torch.tensor([3.0, 2.0, 1.0])
-
-    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        return z.sigmoid().view(-1, 1, 1, 3)
-
-    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.decode(self.encode(x))
-
-
-class KLToy(VarianceToy):
-    """The same codes, but a KL per dimension that orders them differently."""
-
-    has_kl_per_dim = True
-
-    def kl_per_dim(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return torch.tensor([0.1, 5.0, 2.0])
-
-
-def test_traversal_rows_follow_kl_then_fall_back_to_variance():
-    x = torch.randn(64, 1, 1, 3)
-    order, scores, name = rank_dimensions(KLToy(), x)
-    assert name == "KL" and order.tolist() == [1, 2, 0] and scores[1] == 5.0
-    order, _, name = rank_dimensions(VarianceToy(), x)
-    assert name == "var" and order.tolist() == [0, 1, 2]
-
-
-def test_traversal_of_a_model_without_kl_ranks_by_variance():
-    model = ConvAE(image_shape=SHAPE, latent_dim=4, widths=(8, 16))  # has_kl_per_dim is False: no KL term
-    _, _, name = rank_dimensions(model, torch.rand(8, *SHAPE))
-    assert name == "var"
-
-
 class NoisyVAE(ConvVAE):
     """A denoising variant: what the encoder sees is corrupted."""
 
@@ -173,25 +118,6 @@ def test_reconstructions_show_denoising_rows_and_posterior_draws():
     fig = Reconstructions(num_images=4, num_stochastic=2).draw(model, TinyImages())
     assert row_labels(fig) == ["clean", "noisy", "denoised", "z ~ q(z|x) #1", "z ~ q(z|x) #2"]
     assert row_labels(Reconstructions(num_images=4).draw(tiny_vae(), TinyImages())) == ["original", "reconstruction"]
-
-
-def test_factor_correlation_names_the_matching_factor():
-    factors = torch.rand(100, 2)
-    codes = torch.stack([-factors[:, 1] + 0.01 * torch.randn(100), torch.randn(100)], dim=1)
-    corr = factor_correlations(codes, torch.cat([factors, torch.ones(100, 1)], dim=1))  # constant factor: 0
-    assert corr.shape == (2, 3) and corr[0].argmax() == 1 and corr[0, 1] > 0.99 and corr[:, 2].abs().max() == 0
-
-
-def test_traversal_labels_rows_with_true_factors():
-    class WithFactors(TinyImages):
-        factor_names = ["shape", "x"]
-
-        def val_factors(self, n: int) -> Tensor:
-            return torch.stack([self.y[:n].float(), self.x[:n].mean((1, 2, 3))], dim=1)
-
-    fig = LatentTraversal(num_dims=2, steps=3, num_images=16).draw(tiny_vae(), WithFactors())
-    labels = row_labels(fig)
-    assert len(labels) == 2 and all("|r|" in label for label in labels)
 
 
 def test_compare_latent_pca_shares_axes_between_models():
@@ -276,7 +202,7 @@ class CountingImages(TinyImages):
 def figures_of(root: Path, share: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, bytes], list, list]:
     """Every PNG of a two-epoch fit of a 2-D ConvVAE with the default figures (sizes for TinyImages), the val_batch
     calls and the sizes encoded; `share=False`: each callback reads its own batch, as before `SharedImages`."""
-    import genlab.callbacks.base as base
+    import genlab.figures.base as base
     if not share:
         monkeypatch.setattr(base, "shared_images", base.data_source)
     torch.manual_seed(0)

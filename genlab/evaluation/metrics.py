@@ -28,13 +28,13 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from ..figures.base import condition_kind, resolve_class
 from ..metrics import (FeatureNetwork, InceptionFeatures, ReconstructionMetrics, SampleDistances, active_units,
                        evaluate_likelihood, likelihood_method, mutual_information_gap)
 from ..metrics.likelihood import likelihood_support
 from ..models.losses import data_support, support_covers
 from ..models.protocols import (Encoder, FeatureExtractor, KLPerDimension, LatentModel, LikelihoodSupport, LossModel,
                                 Sampler)
-from .base import condition_kind, resolve_class
 
 Batch = tuple[Tensor, Tensor]
 

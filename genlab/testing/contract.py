@@ -1,29 +1,4 @@
-"""The model contract as a pytest suite: genlab checks its own models with it, and yours in three lines.
-
-    from genlab.testing import ModelContract
-
-    class TestMyVAE(ModelContract):
-        def make_model(self):
-            return MyVAE(image_shape=(1, 16, 16))
-
-pytest collects the inherited `test_*` methods (the base classes, not named Test*, are not collected). Needs
-pytest (`pip install "genlab[test]"`): without it, importing this module raises an ImportError saying so.
-
-What is checked (a check that does not apply, or is named in `skip`, is skipped with the reason):
-- protocols: the model satisfies each class in `protocols`; as a `LatentModel`, `encode` gives one code per image
-  (`(B, latent_dim)` with `flat_latent`) and `decode`/`reconstruct` images of `image_shape` in [0, 1]; as a
-  `Sampler`, `sample` does too and the same generator seed draws the same images;
-- `loss(x, y)`: a dict of named, finite scalars holding "loss" (exactly `terms` besides it, when given);
-  backward reaches every trainable parameter, and each one under `reached_modules` gets a non-zero gradient;
-- "fit": a short fit on one repeated binary image lowers the loss by `fit_improvement` of (loss - `loss_floor`);
-- "checkpoint": a round trip restores the hyperparameters (exactly `hparams`, when given), weights and outputs;
-- "bf16": `loss` under bf16 autocast is finite; a bf16-mixed fit logs only finite values, "val/loss" and `logged`;
-- "cli": `genlab fit --model <import path> --trainer.fast_dev_run 1` builds and trains the model, its settings
-  taken from its hyperparameters (or `cli_args`), its image shape linked from the data;
-- declared behaviour: `stochastic` (reconstruct(stochastic=True) varies with the seed) and `temperature_spreads`.
-
-`AutoencoderContract` sets the defaults of models built on `genlab.models.Autoencoder` and adds their term weights.
-"""
+"""`ModelContract` and `AutoencoderContract`: the checks of `genlab.testing` (see its docstring)."""
 
 import inspect
 import json
@@ -34,46 +9,12 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("genlab.testing is a pytest suite: install pytest (pip install 'genlab[test]')") from error
 import torch
-from lightning import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
+from lightning import LightningModule, seed_everything
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from .models.protocols import Conditional, LatentModel, Sampler
-
-__all__ = ["ModelContract", "AutoencoderContract", "LoggedValues", "quiet_trainer", "logged_fit"]
-
-
-class LoggedValues(Callback):
-    """Every scalar in the trainer's callback metrics, after each training batch and validation epoch."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, float] = {}
-
-    def _collect(self, trainer: Trainer) -> None:
-        self.values.update({key: float(value) for key, value in trainer.callback_metrics.items()})
-
-    def on_train_batch_end(self, trainer: Trainer, *args) -> None:
-        self._collect(trainer)
-
-    def on_validation_epoch_end(self, trainer: Trainer, *args) -> None:
-        self._collect(trainer)
-
-
-def quiet_trainer(root=None, **kwargs) -> Trainer:
-    """A CPU Trainer with no logger, progress bar, summary or checkpoints, writing (if at all) under `root`."""
-    settings = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                    enable_checkpointing=False, default_root_dir=root)
-    return Trainer(**{**settings, **kwargs})
-
-
-def logged_fit(model: LightningModule, root, data: LightningDataModule | DataLoader,
-               precision: str = "bf16-mixed", batches: int = 3) -> dict[str, float]:
-    """Fit `batches` training batches and one validation batch; every value logged on the way."""
-    logged = LoggedValues()
-    trainer = quiet_trainer(root, precision=precision, max_epochs=1, limit_train_batches=batches,
-                            limit_val_batches=1, num_sanity_val_steps=0, callbacks=[logged])
-    trainer.fit(model, datamodule=data) if isinstance(data, LightningDataModule) else trainer.fit(model, data, data)
-    return logged.values
+from ..models.protocols import Conditional, LatentModel, Sampler
+from .fits import logged_fit, quiet_trainer
 
 
 def check_images(images: Tensor, shape: tuple[int, ...]) -> None:
@@ -246,7 +187,7 @@ class ModelContract:
 
     def test_cli_fit_trains_the_model_by_import_path(self, tmp_path) -> None:
         self.skip_if_asked("cli")
-        from .cli import main  # the whole command line: only this check needs it
+        from ..cli import main  # the whole command line: only this check needs it
 
         model = self.make_model()
         cls = type(model)

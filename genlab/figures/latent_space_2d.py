@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 from torchvision.utils import make_grid
 
 from .base import FigureCallback, decode_condition, encoded, real_batch
-from .figures import new_figure
+from .draw import new_figure
 from .latent_pca import legend, scatter_by_label
 
 

@@ -15,9 +15,9 @@ from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
+from ..figures.base import condition_kind, decode_condition, evaluating
+from ..figures.draw import grid_figure, stack_rows
 from ..models.protocols import LatentModel, Sampler
-from .base import condition_kind, decode_condition, evaluating
-from .figures import grid_figure, stack_rows
 
 
 class PredictionWriter(BasePredictionWriter):

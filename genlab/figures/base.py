@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..models.protocols import Conditional, LatentModel, Sampler
-from .figures import log_figure
+from .draw import log_figure
 
 PROTOCOL_MEMBERS = {LatentModel: ("encode", "decode", "reconstruct", "latent_dim"), Sampler: ("sample",)}
 

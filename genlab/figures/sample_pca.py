@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 
 from ..models.protocols import Sampler
 from .base import FigureCallback, condition_kind, decode_condition, real_batch
-from .figures import panel_figure
+from .draw import panel_figure
 from .latent_pca import PCA2, legend
 
 

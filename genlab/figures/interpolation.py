@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..models.protocols import LatentModel
 from .base import FigureCallback, decode_condition, real_batch
-from .figures import grid_figure
+from .draw import grid_figure
 
 MODES = ("linear", "slerp")
 

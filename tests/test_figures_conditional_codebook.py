@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.callbacks import (FIGURES, CodebookProjection, ConditionalGrid, default_callbacks,
                               render_from_checkpoint)
-from genlab.callbacks.codebook import code_counts
-from genlab.callbacks.conditional import condition_region
-from genlab.callbacks.figures import log_figure, to_rgb_array
+from genlab.figures.codebook import code_counts
+from genlab.figures.conditional import condition_region
+from genlab.figures.draw import log_figure, to_rgb_array
 from genlab.models.presets import CVAE, VAE, BaselineNN, ConvVAE
 from genlab.models.vqvae import VQVAE
 

@@ -1,19 +1,16 @@
-"""The callbacks the CLI adds without being asked: `default_callbacks` (the figures a model can feed) and
-`fit_callbacks` (those plus the guards that make a run stoppable and resumable)."""
+"""`default_callbacks`: the figures a model can feed, chosen from the protocols it declares."""
 
 from lightning import Callback
 
 from ..models.protocols import CodebookModel, LatentModel, Sampler, SpatialLatent
 from .base import condition_kind
 from .codebook import CodebookProjection
-from .compile import Compile
 from .conditional import ConditionalGrid
 from .interpolation import LatentInterpolation
 from .latent_pca import LatentPCA
 from .latent_space_2d import LatentSpace2D
 from .loss_curves import LossCurves
 from .reconstructions import Reconstructions
-from .reliability import GracefulInterrupt, NonFiniteGuard, RandomState
 from .samples import SampleGrid
 from .traversal import LatentTraversal
 
@@ -41,14 +38,3 @@ def default_callbacks(model: object, every_n_epochs: int = 1) -> list[Callback]:
     if isinstance(model, Sampler) and condition_kind(model) is not None:
         callbacks.append(ConditionalGrid(every_n_epochs=every_n_epochs))
     return callbacks + [LossCurves()]
-
-
-def fit_callbacks(given: list[Callback], model: object, figures: bool = True, every_n_epochs: int = 1,
-                  non_finite_guard: bool = True, compile: bool = False) -> list[Callback]:
-    """`given` plus genlab's defaults for `fit`, each only where no callback of its class was given: Ctrl-C/SIGTERM
-    saving, per-epoch random state and the NaN/Inf guard first (the guard must run before a ModelCheckpoint could
-    save a non-finite step), then the figures and `Compile`."""
-    present = {type(callback) for callback in given}
-    guards = [GracefulInterrupt(), RandomState(), *([NonFiniteGuard()] if non_finite_guard else [])]
-    extra = [*(default_callbacks(model, every_n_epochs) if figures else []), *([Compile()] if compile else [])]
-    return [*(c for c in guards if type(c) not in present), *given, *(c for c in extra if type(c) not in present)]

@@ -10,7 +10,7 @@ import torch
 from lightning import Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from genlab.callbacks.evaluation import TestMetrics
+from genlab.evaluation import TestMetrics
 from genlab.models import VAE, Classifier
 from genlab.models.presets import CVAE, BaselineNN
 

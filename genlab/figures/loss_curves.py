@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..models.module import training_terms
-from .figures import log_figure, panel_figure
+from .draw import log_figure, panel_figure
 
 STAGES = {"train": "tab:blue", "val": "tab:orange"}  # fixed colours: val is orange in every panel
 

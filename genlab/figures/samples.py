@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..models.protocols import LatentModel, Sampler
 from .base import FigureCallback, check_protocol, condition_kind, decode_condition, real_batch
-from .figures import grid_size, new_figure, show_grid
+from .draw import grid_size, new_figure, show_grid
 
 
 class SampleGrid(FigureCallback):

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..models.protocols import KLPerDimension, LatentModel
 from .base import FigureCallback, decode_condition, encoded, real_batch
-from .figures import grid_figure
+from .draw import grid_figure
 
 
 def rank_dimensions(model: LatentModel, x: Tensor, y: Tensor | None = None,

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..models.protocols import CodebookModel
 from .base import FigureCallback, real_batch
-from .figures import new_figure
+from .draw import new_figure
 from .latent_pca import PCA2
 
 
