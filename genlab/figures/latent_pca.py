@@ -101,13 +101,19 @@ class LatentPCA(FigureCallback):
         x, y = real_batch(data, self.num_points, model.device)
         codes = encoded(model, data, x, y)
         pca = PCA2(codes)
-        fig = new_figure(6.8, 5.0)
-        ax = fig.add_subplot()
+        # Placed by hand, room for the legend measured from its labels: constrained layout would cost half the
+        # figure's drawing time every epoch.
+        labels = [class_name(int(c), getattr(data, "class_names", None)) for c in y.unique()] if y is not None else []
+        legend_in = 0.45 + 0.07 * max([len(label) for label in labels] + [len("N(0, I)")])
+        fig = new_figure(6.8, 5.0, layout=None)
+        left, bottom, top = 0.8, 0.6, 0.4
+        ax = fig.add_axes((left / 6.8, bottom / 5.0, (6.8 - left - legend_in) / 6.8, (5.0 - bottom - top) / 5.0))
         if self.overlay_prior:
             prior_overlay(ax, pca, model.latent_dim, len(x), self.seed)
         scatter_by_label(ax, pca.project(codes), y, class_names=getattr(data, "class_names", None))
         pca.label_axes(ax)
-        ax.set_title(f"latent PCA of {len(x)} validation codes (latent_dim {model.latent_dim})", fontsize=10)
+        # A fixed title height (y): matplotlib's automatic one measures every tick label again.
+        ax.set_title(f"latent PCA of {len(x)} validation codes (latent_dim {model.latent_dim})", fontsize=10, y=1.01)
         legend(ax)
         return fig
 
