@@ -225,9 +225,12 @@ class RandomState(Callback):
     the epoch, the batch and the rank.
 
     At each epoch start python, numpy and torch are seeded from (seed, epoch, rank), and torch again at each training
-    batch from (seed, epoch, batch, rank). So a batch's noise (reparameterisation, dropout, GAN latents, MNIST's
-    dynamic binarisation) is independent of anything that ran before it -- validation, figure callbacks, or a restart
-    -- and every DDP rank draws its own: a run resumed at any step, on any rank, continues exactly. A checkpoint
+    batch from (seed, epoch, batch, rank). So a batch's noise (reparameterisation, dropout, GAN latents) is
+    independent of anything that ran before it -- validation, figure callbacks, or a restart -- and every DDP rank
+    draws its own: a run resumed at any step, on any rank, continues exactly. Noise drawn while a batch is moved to
+    the device (MNIST's dynamic binarisation, in `on_after_batch_transfer`, which Lightning runs before
+    `on_train_batch_start`) continues the previous batch's stream (the epoch's for batch 0): still fresh each epoch
+    and disjoint from the batch's reparameterisation noise. A checkpoint
     also restores the generator states, for python and numpy draws made inside a batch. Seeding torch's CPU generator
     costs microseconds (`torch.manual_seed` itself, which visits every device type, costs about 0.3 ms: not per step).
     """
