@@ -16,8 +16,9 @@ from genlab.models.gan_losses import OBJECTIVES
 from genlab.models.losses import LIKELIHOODS
 from genlab.models.presets import ARCHITECTURES, CONDITIONS, FLOWS, PRIORS
 
+# str arguments whose values are checked in code, not by a Literal type
 CHOICES = {"likelihood": LIKELIHOODS, "condition": CONDITIONS, "flow": FLOWS, "iaf_update": IAF_UPDATES,
-           "objective": OBJECTIVES, "architecture": tuple(ARCHITECTURES), "prior": PRIORS}  # str arguments whose values are checked in code, not by a Literal type
+           "objective": OBJECTIVES, "architecture": tuple(ARCHITECTURES), "prior": PRIORS}
 CLASSES = [("model", getattr(models, name)) for name in names.model_names()] + \
           [("data", getattr(datamodules, name)) for name in names.data_names()]
 IDS = [cls.__name__ for _, cls in CLASSES]

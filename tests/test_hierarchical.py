@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.cli import main
 from genlab.metrics.likelihood import importance_weighted_log_likelihood
-from genlab.models import hierarchical
+from genlab.models import hierarchical, ladder
 from genlab.models.hierarchical import HierarchicalVAE
 from genlab.models.ladder import STD_OFFSET, Residual
 from genlab.models.protocols import KLPerDimension, LatentModel, LikelihoodModel, Sampler
@@ -143,7 +143,7 @@ def linear_gaussian(sigma: float = 0.3) -> HierarchicalVAE:
     model = HierarchicalVAE(image_shape=(1, 2, 2), resolutions=(1, 2), latent_channels=1, width=4,
                             likelihood="discretized_gaussian", ema_rate=0.0)
     raw = lambda std: math.log(math.expm1(std)) - STD_OFFSET  # noqa: E731
-    net = model.net
+    net, draws = model.net, torch.Generator().manual_seed(0)  # loadings that do not depend on the init's draws
     with torch.no_grad():
         for module in net.modules():
             if isinstance(module, Residual):
@@ -151,9 +151,9 @@ def linear_gaussian(sigma: float = 0.3) -> HierarchicalVAE:
         for group, (mean, std) in zip(net.groups, [(0.3, 1.2), (-0.2, 1.3)]):
             group.posterior[-1].weight.zero_()
             group.posterior[-1].bias.copy_(torch.tensor([mean, raw(std)]))
-            group.project.weight.copy_(0.5 * torch.randn_like(group.project.weight))
+            group.project.weight.copy_(0.5 * torch.randn(group.project.weight.shape, generator=draws))
         net.groups[1].prior[-1].bias[:2] = torch.tensor([0.25, raw(0.8)])
-        net.head.weight.mul_(0.5)
+        net.head.weight.copy_(0.1 * torch.randn(net.head.weight.shape, generator=draws))
         net.head.weight[1], net.head.bias[0], net.head.bias[1] = 0.0, 0.5, math.log(sigma)
     model.ema.load_state_dict(net.state_dict())
     return model.eval()
@@ -210,3 +210,39 @@ def test_short_run_on_binarised_mnist_lowers_the_loss(mnist_root):
     fit(model.train(), 60, x=x)
     after = model.eval().loss(x)["loss"].item()
     assert after < before - 100, (before, after)
+
+
+def test_no_cell_runs_finer_than_the_finest_group_and_point_convs_match_conv2d():
+    model = HierarchicalVAE(image_shape=(1, 28, 28), resolutions=(1, 7), latent_channels=2, width=8)
+    assert model.net.patch == 4 and [size for size in model.net.sizes] == [(7, 7), (4, 4), (2, 2), (1, 1)]
+    model.loss(binary(3, (1, 28, 28)))["loss"].backward()
+    assert model.eval().sample(2).shape == (2, 1, 28, 28) and model.log_importance_weights(
+        binary(3, (1, 28, 28)), num_samples=2).shape == (2, 3)
+    dense = HierarchicalVAE(image_shape=(1, 28, 28), resolutions=(1, 1), latent_channels=2, width=8)
+    assert dense.net.patch == 28 and dense.net.stem.weight.shape == (8, 784, 1, 1)
+    assert dense.net.head.weight.shape == (784, 8, 1, 1)  # Bernoulli logits of every pixel from one 1x1 map
+    conv, x = ladder.Conv(6, 5, 1), torch.randn(4, 6, 1, 1)
+    assert torch.allclose(conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias), atol=1e-6)
+    odd = HierarchicalVAE(image_shape=(1, 10, 10), resolutions=(3,), latent_channels=2, width=8)  # 3 does not tile 10
+    assert odd.net.patch == 1 and odd.net.sizes[0] == (10, 10) and odd.loss(binary(2, (1, 10, 10)))["loss"].isfinite()
+
+
+def test_update_ema_and_clipping_work_without_a_trainer(monkeypatch):
+    model = HierarchicalVAE(**TINY, ema_rate=0.999, grad_clip=1.0)
+    before = [p.clone() for p in model.ema.parameters()]
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.add_(1.0)
+    model.update_ema(step=0)  # decay min(0.999, 1/10): the EMA moves 90 % of the way
+    for average, old, new in zip(model.ema.parameters(), before, model.net.parameters()):
+        assert torch.allclose(average, 0.1 * old + 0.9 * new, atol=1e-6)
+    monkeypatch.setattr(hierarchical, "SPIKE_WARMUP", 1)
+    model = HierarchicalVAE(**TINY, grad_clip=1.0)
+    model.loss(binary())["loss"].backward()
+    norm, skip = model.clip_gradients_or_skip(step=0)
+    clipped = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    assert not skip and norm > 1.0 and torch.isclose(clipped, torch.tensor(1.0), atol=1e-4)
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.mul_(1e6)
+    assert model.clip_gradients_or_skip(step=1)[1] and int(model.skipped_updates) == 1

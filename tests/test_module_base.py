@@ -146,8 +146,8 @@ def test_held_out_terms_are_logged_once_an_epoch_as_batch_weighted_means(name, s
 def test_training_terms_are_logged_only_on_logging_steps_and_the_curves_keep_every_step(name, tmp_path):
     model, curves = FAMILIES[name](), LossCurves()
     recorder = LogRecorder(model)
-    trainer = quiet_trainer(default_root_dir=tmp_path, max_steps=7 * (2 if name == "gan" else 1), log_every_n_steps=3, limit_val_batches=0,
-                            callbacks=[curves])
+    trainer = quiet_trainer(default_root_dir=tmp_path, max_steps=7 * (2 if name == "gan" else 1), log_every_n_steps=3,
+                            limit_val_batches=0, callbacks=[curves])
     recorder.trainer = trainer
     trainer.fit(model, loader(model, n=60))  # 10 batches: the 7th is not an epoch's last
     batches = sorted({index for index, term in recorder.calls if term == "train/loss"})

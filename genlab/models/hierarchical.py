@@ -49,6 +49,8 @@ class HierarchicalVAE(GenerativeModule):
         image_shape: (C, H, W) of the data, checked against every batch; the CLI links it from the datamodule.
         resolutions: height of each latent group's feature map, coarsest (the top group) first, each one of H's
             ceil-halvings (MNIST: 28, 14, 7, 4, 2, 1); a repeated height adds another group at that resolution.
+            Both passes start at the finest group's map, the image read and written as patches where that map
+            tiles it (`ladder.LadderNetwork`): all groups at 1 make a dense ladder, the Ladder VAE's MLP setting.
         latent_channels: channels of every group's z (z_l is latent_channels x h_l x w_l).
         width: channels of the residual stream of both passes.
         cells: residual cells per resolution in each pass.
@@ -225,22 +227,29 @@ class HierarchicalVAE(GenerativeModule):
         return terms["loss"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.lr)
+        return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.lr, foreach=True)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip the gradient norm; on a spike drop the gradients, so that Adam skips the step (see `skip_factor`)."""
-        params = [p for p in self.parameters() if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip > 0 else math.inf).detach()
-        accepted = self.global_step - int(self.skipped_updates)
-        self._skip_step = bool(self.skip_factor > 0 and accepted >= SPIKE_WARMUP
-                               and norm > self.skip_factor * self.grad_norm_mean)
+        norm, self._skip_step = self.clip_gradients_or_skip(self.global_step)
         if self._skip_step:
             optimizer.zero_grad(set_to_none=True)
+        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        self.log("train/skipped_updates", self.skipped_updates.float(), on_step=True, on_epoch=False)
+
+    def clip_gradients_or_skip(self, step: int) -> tuple[Tensor, bool]:
+        """(gradient norm before clipping, whether update `step` is to be skipped): clips the gradients to
+        `grad_clip`, counts a skip in `skipped_updates`, else folds the norm into the running mean. A loop without
+        Lightning calls this between backward and the optimiser step (no step, no `update_ema` when it says skip)."""
+        params = [p for p in self.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip > 0 else math.inf).detach()
+        accepted = step - int(self.skipped_updates)
+        skip = bool(self.skip_factor > 0 and accepted >= SPIKE_WARMUP and norm > self.skip_factor * self.grad_norm_mean)
+        if skip:
             self.skipped_updates += 1
         else:  # the plain mean of the first SPIKE_WARMUP norms, then an EMA
             self.grad_norm_mean.lerp_(norm.to(self.grad_norm_mean), max(1 / (accepted + 1), 1 / SPIKE_WARMUP))
-        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
-        self.log("train/skipped_updates", self.skipped_updates.float(), on_step=True, on_epoch=False)
+        return norm, skip
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -248,9 +257,9 @@ class HierarchicalVAE(GenerativeModule):
             self.update_ema()
 
     @torch.no_grad()
-    def update_ema(self) -> None:
-        """ema <- decay ema + (1 - decay) weights, decay = min(ema_rate, (1 + t) / (10 + t)) at step t: early
-        evaluations are not dominated by the random initial weights."""
-        decay = min(self.ema_rate, (1 + self.global_step) / (10 + self.global_step))
-        for average, weight in zip(self.ema.parameters(), self.net.parameters()):
-            average.lerp_(weight, 1 - decay)
+    def update_ema(self, step: int | None = None) -> None:
+        """ema <- decay ema + (1 - decay) weights, decay = min(ema_rate, (1 + t) / (10 + t)) at step t (default: the
+        trainer's global step): early evaluations are not dominated by the random initial weights. One fused call."""
+        step = self.global_step if step is None else step
+        decay = min(self.ema_rate, (1 + step) / (10 + step))
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1 - decay)
