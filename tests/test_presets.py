@@ -12,6 +12,8 @@ from genlab.models.bottlenecks import FlowGaussianBottleneck
 from genlab.models.presets import Preset, autoencoder_arguments, gaussian_bottleneck, preset_arguments
 from genlab.models.resnet import ResidualBlock, ResNetDecoder, ResNetEncoder
 
+from adam_steps import losses_before_and_after
+
 SHAPE = (1, 8, 8)
 MLP = dict(image_shape=SHAPE, latent_dim=3, hidden=(16,))
 CONV = dict(image_shape=SHAPE, latent_dim=3, widths=(4, 8))
@@ -83,11 +85,12 @@ def test_a_checkpoint_without_the_new_settings_still_loads(tmp_path):
     trainer.strategy.connect(model)
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)
-    for name in ("architecture", "prior", "prior_layers"):  # what a checkpoint written before them holds
+    for name in ("architecture", "prior", "prior_layers", "tc_weight"):  # what a checkpoint written before them holds
         del checkpoint["hyper_parameters"][name]
     torch.save(checkpoint, tmp_path / "old.ckpt")
     restored = ConvVAE.load_from_checkpoint(tmp_path / "old.ckpt")
     assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), model.state_dict().values()))
+    assert restored.bottleneck.tc_weight == 1.0 and "tc" not in restored.loss(binary_images())
 
 
 # --- the ResNet networks ---
@@ -117,20 +120,8 @@ def test_resnet_architecture_with_batch_norm_and_attention_builds():
 
 @pytest.mark.parametrize("cls", [ConvAE, ConvVAE])
 def test_resnet_architecture_trains(cls):
-    model = cls(**CONV, architecture="resnet")
-    x = binary_images()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-
-    def loss() -> torch.Tensor:
-        torch.manual_seed(0)  # the same posterior draw before and after: a deterministic comparison
-        return model.loss(x)["loss"]
-
-    before = loss().item()
-    for _ in range(30):
-        optimizer.zero_grad()
-        loss().backward()
-        optimizer.step()
-    assert loss().item() < 0.9 * before
+    before, after = losses_before_and_after(cls(**CONV, architecture="resnet"), binary_images())
+    assert after < 0.9 * before
 
 
 # --- the learned prior ---
