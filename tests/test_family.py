@@ -17,7 +17,8 @@ from genlab.testing import AutoencoderContract, quiet_trainer
 SHAPE = (1, 16, 12)
 TINY = dict(image_shape=SHAPE, latent_dim=4, hidden=(32,))
 VAE_SETTINGS = {"image_shape", "latent_dim", "hidden", "beta", "free_bits", "kl_warmup_steps", "kl_cycles",
-                "kl_cycle_ratio", "prior", "prior_layers", "likelihood", "sigma", "mixture_components", "lr"}
+                "kl_cycle_ratio", "tc_weight", "prior", "prior_layers", "likelihood", "sigma", "mixture_components",
+                "lr"}
 
 
 # --- the contract, once per preset ---

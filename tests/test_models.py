@@ -13,7 +13,7 @@ from genlab.models.losses import bernoulli_nll, gaussian_nll
 from genlab.testing import AutoencoderContract
 
 SHAPE = (1, 16, 12)  # non-square on purpose: Frey faces are 28x20
-KL_SETTINGS = {"beta", "free_bits", "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio"}
+KL_SETTINGS = {"beta", "free_bits", "kl_warmup_steps", "kl_cycles", "kl_cycle_ratio", "tc_weight"}
 LIKELIHOOD = {"likelihood", "sigma", "mixture_components", "lr"}
 PRIOR = {"prior", "prior_layers"}
 GAUSSIAN_FLOOR = 0.5 * math.prod(SHAPE) * math.log(2 * math.pi)  # the unlearnable constant of a sigma=1 Gaussian
