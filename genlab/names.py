@@ -6,6 +6,7 @@ nothing to register. Only a short name that resolves to nothing is refused here,
 (jsonargparse's own "Expected a dot import path" lists nothing a user can pick from).
 """
 
+import importlib
 import inspect
 
 import lightning.pytorch.callbacks as lightning_callbacks
@@ -85,3 +86,13 @@ def check_class_names(args: list[str]) -> None:
         if value not in names and value not in loaded_subclasses(base):
             raise UsageError(f"{flag} {value!r} is not a {what}; choose one of: {', '.join(names)} "
                              f"(or a full import path to your own class)")
+
+
+def resolve_class(model_class: type | str) -> type:
+    """A class, or its import path ("genlab.models.ConvVAE"), as a class."""
+    if not isinstance(model_class, str):
+        return model_class
+    module, _, name = model_class.rpartition(".")
+    if not module:
+        raise ValueError(f"model_class={model_class!r} must be a dotted import path such as genlab.models.ConvVAE")
+    return getattr(importlib.import_module(module), name)

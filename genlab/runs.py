@@ -17,8 +17,8 @@ import yaml
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from .errors import GenlabError
-from .figures.base import resolve_class
 from .io import load_checkpoint
+from .names import resolve_class
 
 RUN_FOLDER_ENV = "GENLAB_RUN_FOLDER"  # rank 0's run folder, for the DDP ranks Lightning starts after it
 MAY_CHANGE_ON_RESUME = frozenset({"lr"})

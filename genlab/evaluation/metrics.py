@@ -28,7 +28,8 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from ..figures.base import condition_kind, resolve_class
+from ..figures.base import condition_kind
+from ..names import resolve_class
 from ..metrics import (FeatureNetwork, InceptionFeatures, ReconstructionMetrics, SampleDistances, active_units,
                        evaluate_likelihood, likelihood_method, mutual_information_gap)
 from ..metrics.likelihood import likelihood_support

@@ -5,7 +5,6 @@ anything with `val_batch(n) -> (x, y)`, so the same drawing code serves a traini
 `render_from_checkpoint`.
 """
 
-import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -151,16 +150,6 @@ def encoded(model: object, data: object, x: Tensor, y: Tensor) -> Tensor:
 
 def last_figure_callback(trainer: Trainer) -> Callback | None:
     return next((c for c in reversed(trainer.callbacks) if isinstance(c, FigureCallback)), None)
-
-
-def resolve_class(model_class: type | str) -> type:
-    """A class, or its import path ("genlab.models.ConvVAE"), as a class."""
-    if not isinstance(model_class, str):
-        return model_class
-    module, _, name = model_class.rpartition(".")
-    if not module:
-        raise ValueError(f"model_class={model_class!r} must be a dotted import path such as genlab.models.ConvVAE")
-    return getattr(importlib.import_module(module), name)
 
 
 def condition_kind(model: object) -> str | None:

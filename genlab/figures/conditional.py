@@ -6,7 +6,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..models.protocols import Sampler
-from .base import FigureCallback, condition_kind, real_batch, resolve_class
+from ..names import resolve_class
+from .base import FigureCallback, condition_kind, real_batch
 from .draw import grid_figure, stack_rows
 from .latent_pca import class_name
 

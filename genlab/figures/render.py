@@ -4,7 +4,8 @@ from pathlib import Path
 
 from lightning import LightningModule
 
-from .base import FigureCallback, resolve_class
+from ..names import resolve_class
+from .base import FigureCallback
 from .codebook import CodebookProjection
 from .conditional import ConditionalGrid
 from .interpolation import LatentInterpolation
