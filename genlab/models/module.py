@@ -133,7 +133,7 @@ def is_last_held_out_batch(trainer: Trainer | None) -> bool:
         return True
     loop = {TrainerFn.FITTING: trainer.fit_loop.epoch_loop.val_loop, TrainerFn.VALIDATING: trainer.validate_loop,
             TrainerFn.TESTING: trainer.test_loop}[trainer.state.fn]
-    return loop.batch_progress.is_last_batch or loop.num_dataloaders > 1
+    return loop.batch_progress.is_last_batch or len(loop.max_batches) > 1
 
 
 def is_logging_step(trainer: Trainer | None) -> bool:
