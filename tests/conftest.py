@@ -1,6 +1,8 @@
-"""Shared test fixtures: a fixed seed, one intra-op thread, and where the offline dataset copies are."""
+"""Shared test fixtures: a fixed seed, one intra-op thread, Ctrl-C as Python's own, and where the offline dataset copies
+are."""
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,18 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _interruptible():
+    """Python's own SIGINT handler (KeyboardInterrupt), which the Ctrl-C tests start from: a process launched in the
+    background by a shell without job control inherits SIGINT ignored, and then no Ctrl-C reaches it at all."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        yield
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        yield
 
 
 @pytest.fixture(scope="session")
