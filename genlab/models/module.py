@@ -129,11 +129,10 @@ def is_last_held_out_batch(trainer: Trainer | None) -> bool:
     """Whether the running validation/test step is its epoch's last batch (or there is no trainer). Lightning's
     evaluation loop knows it before the step (its one-batch prefetch); with several loaders (each logged apart,
     under its own suffix) every batch counts as last, so their terms are logged per step as before."""
-    if trainer is None:
-        return True
-    loop = {TrainerFn.FITTING: trainer.fit_loop.epoch_loop.val_loop, TrainerFn.VALIDATING: trainer.validate_loop,
-            TrainerFn.TESTING: trainer.test_loop}[trainer.state.fn]
-    return loop.batch_progress.is_last_batch or len(loop.max_batches) > 1
+    loop = None if trainer is None else {TrainerFn.FITTING: trainer.fit_loop.epoch_loop.val_loop,
+                                         TrainerFn.VALIDATING: trainer.validate_loop,
+                                         TrainerFn.TESTING: trainer.test_loop}.get(trainer.state.fn)
+    return loop is None or loop.batch_progress.is_last_batch or len(loop.max_batches) > 1
 
 
 def is_logging_step(trainer: Trainer | None) -> bool:
