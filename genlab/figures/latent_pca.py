@@ -103,14 +103,16 @@ class LatentPCA(FigureCallback):
         pca = PCA2(codes)
         # Placed by hand, room for the legend measured from its labels: constrained layout would cost half the
         # figure's drawing time every epoch.
-        labels = [class_name(int(c), getattr(data, "class_names", None)) for c in y.unique()] if y is not None else []
-        legend_in = 0.45 + 0.07 * max([len(label) for label in labels] + [len("N(0, I)")])
+        class_names = getattr(data, "class_names", None)
+        # the legend lists up to MAX_LEGEND_CLASSES classes (more get a colorbar, which makes its own room)
+        classes = [] if y is None or y.unique().numel() > MAX_LEGEND_CLASSES else y.unique().tolist()
+        legend_in = 0.45 + 0.07 * max([len(class_name(int(c), class_names)) for c in classes] + [len("N(0, I)")])
         fig = new_figure(6.8, 5.0, layout=None)
         left, bottom, top = 0.8, 0.6, 0.4
         ax = fig.add_axes((left / 6.8, bottom / 5.0, (6.8 - left - legend_in) / 6.8, (5.0 - bottom - top) / 5.0))
         if self.overlay_prior:
             prior_overlay(ax, pca, model.latent_dim, len(x), self.seed)
-        scatter_by_label(ax, pca.project(codes), y, class_names=getattr(data, "class_names", None))
+        scatter_by_label(ax, pca.project(codes), y, class_names=class_names)
         pca.label_axes(ax)
         # A fixed title height (y): matplotlib's automatic one measures every tick label again.
         ax.set_title(f"latent PCA of {len(x)} validation codes (latent_dim {model.latent_dim})", fontsize=10, y=1.01)

@@ -30,6 +30,7 @@ class StageSteps:
     """
 
     last_terms: dict[str, Tensor] = {}  # replaced, never mutated: one empty dict shared until the first step
+    _epoch_means: "EpochMeans | None" = None  # the running validation/test epoch's sums, until they are logged
 
     def loss(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         raise NotImplementedError(f"{type(self).__name__} defines no loss(x, y) -> dict with 'loss'")
@@ -88,15 +89,16 @@ class StageSteps:
                 self.log_dict({**{f"train/{name}": value.detach() for name, value in terms.items() if name != "loss"},
                                **extra}, batch_size=batch_size)
             return
-        means = getattr(self, "_epoch_means", None) or EpochMeans()
-        self._epoch_means = means
-        means.add({**{f"{stage}/{name}": value for name, value in terms.items()}, **extra}, batch_size, self.device)
+        if self._epoch_means is None:
+            self._epoch_means = EpochMeans()
+        self._epoch_means.add({**{f"{stage}/{name}": value for name, value in terms.items()}, **extra}, batch_size,
+                              self.device)
         if is_last_held_out_batch(self._trainer):
             self.log_epoch_means()
 
     def log_epoch_means(self) -> None:
         """Log the held-out epoch's means so far (one `self.log` per term, synced across ranks), then forget them."""
-        means, self._epoch_means = getattr(self, "_epoch_means", None), None
+        means, self._epoch_means = self._epoch_means, None
         for name, (value, count) in (means.means() if means else {}).items():
             self.log(name, value, prog_bar=name.endswith("/loss"), batch_size=count, sync_dist=True)
 
