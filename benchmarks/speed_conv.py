@@ -49,7 +49,7 @@ def course(root: Path, device: str, steps: int, warmup: int, bf16: bool, workers
     def forever():
         while True:
             yield from loader
-    return plain_loop(make_model(device), forever(), device, steps, warmup, bf16, LR)
+    return plain_loop(make_model(device), forever(), device, steps, warmup, bf16, LR, torch.optim.Adam)
 
 
 def ceiling(device: str, steps: int, warmup: int, bf16: bool) -> float:

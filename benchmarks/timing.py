@@ -26,9 +26,13 @@ def current_rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def plain_loop(model, batches, device: str, steps: int, warmup: int, bf16: bool, lr: float = 1e-3) -> float:
-    """Seconds for `steps - warmup` steps of forward/backward/Adam over `batches` (an iterator of (x, y))."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+def plain_loop(model, batches, device: str, steps: int, warmup: int, bf16: bool, lr: float = 1e-3,
+               optimizer=None) -> float:
+    """Seconds for `steps - warmup` steps of forward/backward/Adam over `batches` (an iterator of (x, y)). The
+    optimiser is genlab's Adam (`genlab.models.module.adam`: fused on a CPU), so that a loop and `genlab fit` do the
+    same work, unless `optimizer` (a class such as `torch.optim.Adam`) is given."""
+    from genlab.models.module import adam
+    optimizer = (optimizer or adam)(model.parameters(), lr=lr)
     model.train()
     for step in range(steps):
         if step == warmup:

@@ -73,6 +73,12 @@ class _MNISTFiles(datasets.MNIST):
         return images, labels.long()
 
 
+def binarize(p: Tensor) -> Tensor:
+    """{0, 1} draws with probabilities p, as U < p for uniform U: the same law as `torch.bernoulli`, which is several
+    times slower on a CPU."""
+    return (torch.rand_like(p) < p).to(p.dtype)
+
+
 class BinarizedImages(InMemoryImages):
     """Dynamic binarisation: a fresh Bernoulli draw every time an image is served (Salakhutdinov & Murray, 2008).
 
@@ -80,7 +86,7 @@ class BinarizedImages(InMemoryImages):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         x, y = super().__getitem__(index)
-        return torch.bernoulli(x), y
+        return binarize(x), y
 
 
 class MNIST(ImageDataModule):
@@ -125,7 +131,7 @@ class MNIST(ImageDataModule):
 
     def transform_batch(self, x: Tensor, train: bool) -> Tensor:
         x = super().transform_batch(x, train)
-        return torch.bernoulli(x) if self.binarize and train else x
+        return binarize(x) if self.binarize and train else x
 
     def fetch(self) -> None:
         for train in (True, False):

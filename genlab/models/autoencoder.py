@@ -12,7 +12,7 @@ from .blocks import check_batch_shape
 from .bottlenecks import Bottleneck
 from .losses import (SUPPORT, check_likelihood, data_support, likelihood_mean, support_covers,
                      reconstruction_nll_per_image)
-from .module import GenerativeModule
+from .module import GenerativeModule, adam
 
 Batch = tuple[Tensor, Tensor]
 
@@ -267,7 +267,7 @@ class EncoderDecoder(GenerativeModule):
         return terms["loss"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
+        return adam(self.parameters(), lr=self.lr)
 
 
 class Autoencoder(EncoderDecoder):

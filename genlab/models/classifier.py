@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .blocks import ConvEncoder, check_batch_shape, check_positive
-from .module import GenerativeModule
+from .module import GenerativeModule, adam
 
 
 class Classifier(GenerativeModule):
@@ -53,4 +53,4 @@ class Classifier(GenerativeModule):
         return {"loss": F.cross_entropy(logits, y), "accuracy": (logits.argmax(dim=1) == y).float().mean()}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
+        return adam(self.parameters(), lr=self.lr)

@@ -18,7 +18,7 @@ from .blocks import MLPDecoder, check_batch_shape, check_positive
 from .gan_losses import (OBJECTIVES, bce_discriminator_loss, bce_generator_loss, gradient_penalty, js_estimate,
                          wasserstein_critic_loss, wasserstein_generator_loss)
 from .gan_nets import DCDiscriminator, DCGenerator, MLPDiscriminator, dcgan_depth
-from .module import GenerativeModule, allow_unused_parameters
+from .module import GenerativeModule, adam, allow_unused_parameters
 
 __all__ = ["DCGAN", "GAN", "Adversarial", "DCDiscriminator", "DCGenerator", "MLPDiscriminator", "dcgan_depth",
            "objective_settings"]
@@ -200,8 +200,8 @@ class Adversarial(GenerativeModule):
         """Nothing per batch: a GAN has no encoder; `genlab predict` draws its samples once per run."""
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [torch.optim.Adam(self.generator.parameters(), lr=self.lr_g, betas=self.betas),
-                torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas)]
+        return [adam(self.generator.parameters(), lr=self.lr_g, betas=self.betas),
+                adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas)]
 
 
 class GAN(Adversarial):

@@ -158,6 +158,15 @@ def training_terms(trainer: Trainer, module: LightningModule) -> dict[str, Tenso
     return {name: value for name, value in terms.items() if isinstance(value, Tensor) and value.numel() == 1}
 
 
+def adam(parameters, **settings) -> torch.optim.Adam:
+    """`torch.optim.Adam` as one fused kernel when every parameter is on the CPU, where torch's default steps each
+    tensor with a few Python-dispatched ops; elsewhere torch's own default (multi-tensor on CUDA, and no clash with
+    the fp16 grad scaler's unscaling)."""
+    parameters = list(parameters)
+    on_cpu = bool(parameters) and all(p.device.type == "cpu" for p in parameters)
+    return torch.optim.Adam(parameters, fused=True if on_cpu else None, **settings)
+
+
 def allow_unused_parameters(module: LightningModule) -> None:
     """Under DDP, let a step leave some parameters without a gradient (two-player models: each optimiser's step uses
     one network). Call it from `setup`, which runs before the strategy wraps the model and reads these kwargs."""

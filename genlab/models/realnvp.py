@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from .blocks import MLP, check_batch_shape, check_positive
 from .losses import standard_normal_log_prob
 from .resnet import ResidualBlock
-from .module import GenerativeModule
+from .module import GenerativeModule, adam
 
 Batch = tuple[Tensor, Tensor]
 
@@ -262,4 +262,4 @@ class RealNVP(GenerativeModule):
 
     # --- Lightning ---
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .patchgan import PatchDiscriminator, hinge_discriminator_loss, hinge_generator_loss, patch_sizes
-from .module import allow_unused_parameters
+from .module import adam, allow_unused_parameters
 from .presets import ConvVAE
 
 Batch = tuple[Tensor, Tensor]
@@ -172,5 +172,5 @@ class VAEGAN(ConvVAE):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         generator = [p for name, p in self.named_parameters() if not name.startswith("discriminator.")]
-        return [torch.optim.Adam(generator, lr=self.lr, betas=self.betas),
-                torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas)]
+        return [adam(generator, lr=self.lr, betas=self.betas),
+                adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas)]

@@ -15,7 +15,7 @@ from ..io import load_checkpoint
 from .autoencoder import EncoderDecoder
 from .blocks import check_positive
 from .quantizer import VectorQuantizer
-from .module import GenerativeModule
+from .module import GenerativeModule, adam
 
 
 class ResidualStack(nn.Sequential):
@@ -250,4 +250,4 @@ class CodePrior(GenerativeModule):
         return {"loss": nll, "nll": nll}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.prior.parameters(), lr=self.lr)
+        return adam(self.prior.parameters(), lr=self.lr)
