@@ -8,7 +8,8 @@ data seed 0), batch 100, Adam 1e-3, one CPU thread. Ways, each in its own proces
 - `fit`: `genlab fit` with its defaults (figures, guard, validation every epoch, checkpoints).
 - `pythae`: pythae's `BaseTrainer` training a pythae `VAE` whose encoder and decoder are genlab's modules (the same
   parameters); binarisation per batch in its forward, no evaluation set.
-- `loop`: a shuffled `DataLoader` over the grey levels, a fresh `torch.bernoulli` per batch, `VAE.loss`, Adam.
+- `loop`: a loop as one writes it: a shuffled `DataLoader` over the grey levels, a fresh `torch.bernoulli` per
+  batch, `VAE.loss`, torch's default Adam. (genlab draws its binarisation as U < p and steps a fused Adam on a CPU.)
 
 Training images/s counts the training steps only (first batch to last batch of each epoch); `wall s` is the whole
 run (data, validation, figures, saving). After training, `genlab.metrics.evaluate_likelihood` scores the first

@@ -1,8 +1,8 @@
 """Training speed of the course ConvVAE on SVHN-shaped data, three ways, in images per second (not a test).
 
-  course   the course notebook: torchvision.datasets.SVHN + ToTensor + DataLoader + a plain PyTorch loop
+  course   the course notebook: torchvision.datasets.SVHN + ToTensor + DataLoader + a plain PyTorch loop (torch's Adam)
   genlab   `Trainer.fit` with genlab's SVHN datamodule (the uint8 fast path) and the same model
-  ceiling  the same forward/backward/Adam step on one pre-made batch: no data loading at all
+  ceiling  the same forward/backward/Adam step on one pre-made batch, with genlab's Adam: no data loading at all
 
 The model is genlab's `ConvVAE` preset, which is the course's: three stride-2 convs (32, 64, 128), latent 128,
 Bernoulli likelihood, Adam 1e-3, batch 128. Each way runs in its own process, so its peak host memory (RSS) is its
@@ -17,15 +17,15 @@ machine the load changes between runs; `uptime`'s load average is printed before
 The last line reads `speed: genlab/course=<ratio> genlab/ceiling=<ratio>`, for the GPU in fp32 when one was
 measured, else for the CPU.
 
-`--case mlp` measures genlab's per-step overhead on a model whose steps take milliseconds: the IWAE paper's VAE
-(MLP 784-200-200-50, Bernoulli, Burda et al., 2016) on dynamically binarised MNIST (real files under --root, else
+`--case mlp` measures genlab's per-step overhead on a model whose steps take milliseconds: the IWAE paper's VAE (MLP
+784-200-200-50, Bernoulli, Burda et al., 2016) on dynamically binarised MNIST (real files under --root, else
 FakeImages of the same shape), 50,000 training images, batch 100, Adam 1e-3. Ways: `loop` (a bare PyTorch loop over
-the same batches calling `VAE.loss`, plus one validation pass), `fit` (`genlab fit` defaults) and `fit_nofig`
-(`--figures false`); on a GPU in fp32 and bf16-mixed (`--on-device`: `--data.on_device true`). pythae's trainer is
-in `benchmarks/pythae_compare.py`. Each fits `--steps` steps, timed from `--warmup` on, and one full validation
-pass; seconds per epoch = 500 x seconds per step + the epoch's end (validation, and for `fit` figures and
-checkpoints). `--profile` adds a per-step table of where a fit's time goes (Lightning's SimpleProfiler, and the
-model's `loss` vs its logging).
+the same batches calling `VAE.loss`, with genlab's Adam (fused on a CPU), plus one validation pass), `fit` (`genlab
+fit` defaults) and `fit_nofig` (`--figures false`); on a GPU in fp32 and bf16-mixed (`--on-device`:
+`--data.on_device true`). pythae's trainer is in `benchmarks/pythae_compare.py`. Each fits `--steps` steps, timed
+from `--warmup` on, and one full validation pass; seconds per epoch = 500 x seconds per step + the epoch's end
+(validation, and for `fit` figures and checkpoints). `--profile` adds a per-step table of where a fit's time goes
+(Lightning's SimpleProfiler, and the model's `loss` vs its logging).
 
     python benchmarks/speed.py --case mlp --threads 1 --steps 200 --rounds 3 --device cpu
     python benchmarks/speed.py --case mlp --device cuda --on-device
