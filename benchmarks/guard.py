@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # genlab from this
 from genlab.run_control import NonFiniteGuard  # noqa: E402
 from genlab.datamodules import FakeImages  # noqa: E402
 from genlab.models import VAE, ConvVAE  # noqa: E402
+from genlab.models.module import adam  # noqa: E402
 
 BATCH = 100
 MODELS = {
@@ -78,7 +79,7 @@ def hook_share(make, shape, guard_type: type, steps: int, warmup: int, device: s
     """Time in the guard's hooks / time in the rest of the step, in a plain training loop."""
     torch.manual_seed(0)
     model = make(shape).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = adam(model.parameters(), lr=1e-3)  # as in a fit
     x = torch.rand(BATCH, *shape, device=device).round()
     batch = (x, torch.zeros(BATCH, dtype=torch.long, device=device))
     guard = guard_type()
