@@ -31,13 +31,14 @@ for compiled in false true; do
         --figures false --compile $compiled --trainer.default_root_dir "$out/runs" 2>&1 | tail -3 \
         | tee "$out/compile_$compiled.txt"
 done
-# Hierarchical VAE, paper-style budget on binarised MNIST (issue #17 aims at <= 82 nats): 4 minutes of training
+# Hierarchical VAE on binarised MNIST (issue #17 aims at <= 82 nats): the dense ladder that beats the one-layer VAE
+# at equal CPU time, given 4 minutes of GPU training
 if [ -n "$data" ]; then
-    step "hvae fit" genlab fit --config configs/mnist_hvae.yaml --data.root "$data" --trainer.accelerator gpu \
+    step "hvae fit" genlab fit --config configs/mnist_hvae_dense.yaml --data.root "$data" --trainer.accelerator gpu \
         --trainer.max_time 00:00:04:00 --trainer.max_epochs -1 --trainer.default_root_dir "$out/runs" \
         --trainer.logger.init_args.save_dir "$out/runs" 2>&1 | tail -5 | tee "$out/hvae_fit.txt"
-    ckpt=$(ls -t "$out"/runs/mnist_hvae/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
-    [ -n "$ckpt" ] && step "hvae test" genlab test --config configs/mnist_hvae.yaml --data.root "$data" \
+    ckpt=$(ls -t "$out"/runs/mnist_hvae_dense/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
+    [ -n "$ckpt" ] && step "hvae test" genlab test --config configs/mnist_hvae_dense.yaml --data.root "$data" \
         --trainer.accelerator gpu --ckpt_path "$ckpt" --metrics.num_importance_samples 1000 \
         --trainer.logger false 2>&1 | tail -30 | tee "$out/hvae_test.txt"
 fi

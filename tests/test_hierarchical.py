@@ -246,3 +246,12 @@ def test_update_ema_and_clipping_work_without_a_trainer(monkeypatch):
         if p.grad is not None:
             p.grad.mul_(1e6)
     assert model.clip_gradients_or_skip(step=1)[1] and int(model.skipped_updates) == 1
+
+
+def test_clipping_under_the_limit_leaves_the_gradients_alone():
+    model = HierarchicalVAE(**TINY, grad_clip=1e9)
+    model.loss(binary())["loss"].backward()
+    before = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    norm, skip = model.clip_gradients_or_skip(step=0)
+    assert not skip and 0 < norm < 1e9
+    assert all(torch.equal(b, p.grad) for b, p in zip(before, (p for p in model.parameters() if p.grad is not None)))

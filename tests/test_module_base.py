@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.figures import LossCurves
 from genlab.run_control import NonFiniteError, NonFiniteGuard
-from genlab.models import AE, PPCA, VAE, VAEGAN, Classifier, RealNVP
+from genlab.models import AE, PPCA, VAE, VAEGAN, Classifier, HierarchicalVAE, RealNVP
 from genlab.models.gan import DCGAN, GAN
 from genlab.models.module import GenerativeModule
 from genlab.models.module import StageSteps
@@ -60,7 +60,7 @@ def test_every_family_has_a_loss_of_finite_scalar_terms(name):
 
 ADAM_MODELS = {**{name: make for name, make in FAMILIES.items() if name != "ppca"},
                "realnvp": lambda: RealNVP((1, 4, 4), num_scales=1, hidden=4, num_blocks=1),
-               "vaegan": lambda: VAEGAN()}
+               "vaegan": lambda: VAEGAN(), "hvae": lambda: HierarchicalVAE(resolutions=(1,), width=8)}
 
 
 @pytest.mark.parametrize("name", ADAM_MODELS)

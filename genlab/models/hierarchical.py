@@ -19,7 +19,7 @@ from .blocks import check_batch_shape, check_positive
 from .ladder import Gaussian, LadderNetwork, gaussian_from, gaussian_kl_between, gaussian_log_prob
 from .losses import (SUPPORT, check_likelihood, data_support, free_bits_kl, gaussian_kl, kl_annealing,
                      likelihood_mean, output_channels, reconstruction_nll_per_image, support_covers)
-from .module import GenerativeModule
+from .module import GenerativeModule, adam
 
 __all__ = ["HierarchicalVAE"]
 
@@ -227,7 +227,7 @@ class HierarchicalVAE(GenerativeModule):
         return terms["loss"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.lr, foreach=True)
+        return adam([p for p in self.parameters() if p.requires_grad], lr=self.lr)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip the gradient norm; on a spike drop the gradients, so that Adam skips the step (see `skip_factor`)."""
@@ -242,13 +242,16 @@ class HierarchicalVAE(GenerativeModule):
         `grad_clip`, counts a skip in `skipped_updates`, else folds the norm into the running mean. A loop without
         Lightning calls this between backward and the optimiser step (no step, no `update_ema` when it says skip)."""
         params = [p for p in self.parameters() if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip > 0 else math.inf).detach()
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params]).detach()
         accepted = step - int(self.skipped_updates)
         skip = bool(self.skip_factor > 0 and accepted >= SPIKE_WARMUP and norm > self.skip_factor * self.grad_norm_mean)
         if skip:
             self.skipped_updates += 1
-        else:  # the plain mean of the first SPIKE_WARMUP norms, then an EMA
-            self.grad_norm_mean.lerp_(norm.to(self.grad_norm_mean), max(1 / (accepted + 1), 1 / SPIKE_WARMUP))
+            return norm, skip
+        # the plain mean of the first SPIKE_WARMUP norms, then an EMA
+        self.grad_norm_mean.lerp_(norm.to(self.grad_norm_mean), max(1 / (accepted + 1), 1 / SPIKE_WARMUP))
+        if self.grad_clip > 0 and float(norm) + 1e-6 > self.grad_clip:  # else clipping would multiply by 1
+            torch.nn.utils.clip_grads_with_norm_(params, self.grad_clip, norm)
         return norm, skip
 
     def optimizer_step(self, *args, **kwargs) -> None:
