@@ -41,7 +41,7 @@ def test_there_is_a_config_for_every_experiment():
                 "mnist_baseline_nn", "cifar10_vqvae", "cifar10_vqvae_no_commitment", "cifar10_vae_fc",
                 "cifar10_convvae", "svhn_convvae", "celeba_convvae_64", "frey_convvae_bn", "frey_ae", "frey_ppca",
                 "mnist_planar_flows", "mnist_gan", "mnist_kl_warmup", "mnist_free_bits", "mnist_kl_cyclical",
-                "mnist_btcvae", "mnist_realnvp", "mnist_hvae_dense", "mnist_vaegan"}
+                "mnist_btcvae", "mnist_realnvp", "mnist_hvae_dense", "mnist_hvae_paper", "mnist_vaegan"}
     assert expected <= names, f"missing configs: {sorted(expected - names)}"
 
 
