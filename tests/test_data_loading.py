@@ -120,7 +120,6 @@ def test_mnist_binarize_is_a_fresh_draw_per_batch_fixed_for_val(tmp_path):
     assert torch.equal(dm.val_batch(4)[0], dm.val_batch(4)[0]) and set(dm.val_batch(4)[0].unique().tolist()) <= {0., 1.}
 
 
-
 def test_mnist_binarize_draws_each_pixel_with_its_grey_level_as_probability(tmp_path):
     write_mnist(tmp_path, gz=False, n_train=40)
     dm = MNIST(root=str(tmp_path), binarize=True)
@@ -130,6 +129,7 @@ def test_mnist_binarize_draws_each_pixel_with_its_grey_level_as_probability(tmp_
     assert draws.dtype == torch.float32 and set(draws.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(draws[:, 0, 0, [0, 5]].unique(), torch.tensor([0.0, 1.0]))  # p = 0 and 1 exactly
     assert (draws.mean(0) - p).abs().max() < 4 * (0.25 / len(grey)) ** 0.5
+
 
 # ---- errors -------------------------------------------------------------------------------------------------------
 

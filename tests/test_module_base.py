@@ -57,7 +57,6 @@ def test_every_family_has_a_loss_of_finite_scalar_terms(name):
     assert "loss" in terms and all(v.shape == () and torch.isfinite(v) for v in terms.values()), terms
 
 
-
 ADAM_MODELS = {**{name: make for name, make in FAMILIES.items() if name != "ppca"},
                "realnvp": lambda: RealNVP((1, 4, 4), num_scales=1, hidden=4, num_blocks=1),
                "vaegan": lambda: VAEGAN(), "hvae": lambda: HierarchicalVAE(resolutions=(1,), width=8)}
@@ -68,6 +67,7 @@ def test_adam_on_a_cpu_is_the_fused_kernel(name):
     optimizers = ADAM_MODELS[name]().configure_optimizers()
     for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
         assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"], optimizer.defaults
+
 
 def test_each_family_loss_is_its_objective():
     ppca = FAMILIES["ppca"]()
