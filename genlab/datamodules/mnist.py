@@ -73,10 +73,10 @@ class _MNISTFiles(datasets.MNIST):
         return images, labels.long()
 
 
-def binarize(p: Tensor) -> Tensor:
+def binarize(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """{0, 1} draws with probabilities p, as U < p for uniform U: the same law as `torch.bernoulli`, which is several
     times slower on a CPU."""
-    return (torch.rand_like(p) < p).to(p.dtype)
+    return (torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device) < p).to(p.dtype)
 
 
 class BinarizedImages(InMemoryImages):
@@ -126,7 +126,7 @@ class MNIST(ImageDataModule):
             images, labels = images[rows], None if labels is None else labels[rows]
         # Val/test get one seeded draw so their losses are comparable across epochs and runs.
         generator = torch.Generator().manual_seed(self.seed + (1 if split == "val" else 2))
-        fixed = torch.rand(images.shape, generator=generator) < images.float() / 255
+        fixed = binarize(images.float() / 255, generator)
         return InMemoryImages(fixed.to(torch.uint8) * 255, labels)
 
     def transform_batch(self, x: Tensor, train: bool) -> Tensor:
